@@ -1,0 +1,166 @@
+//! Command-line interface: `run`, `check-config`, `generate`, `produce`, `score`, `train`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// fraudstream: a fraud-detection worker beside Apache Kafka, and its offline tools.
+#[derive(Debug, Parser)]
+#[command(name = "fraudstream", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--config FILE`, layered on config/default.toml and under FRAUD__SECTION__KEY variables.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// Configuration file layered on the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: consume transactions, score them, write alerts.
+    Run(ConfigArg),
+    /// Validate the configuration and print it (secrets masked) without starting.
+    CheckConfig(ConfigArg),
+    /// Write a synthetic stream with fraud patterns: DIR/transactions.jsonl and DIR/labels.jsonl.
+    Generate {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Accounts.
+        #[arg(long, default_value_t = 5000)]
+        accounts: usize,
+        /// Merchants.
+        #[arg(long, default_value_t = 500)]
+        merchants: usize,
+        /// Days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// RNG seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// First day, YYYY-MM-DD.
+        #[arg(long, default_value = "2018-04-01")]
+        start: String,
+    },
+    /// Replay a file into Kafka, keyed by account_id.
+    Produce {
+        /// Transactions, .jsonl or .jsonl.gz.
+        #[arg(long)]
+        transactions: PathBuf,
+        /// Labels to send to the labels topic too.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Messages per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Configuration (brokers, topics).
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Score a file through the worker's code path; writes tx_id,score,alert.
+    Score {
+        /// Transactions, .jsonl or .jsonl.gz, in time order.
+        #[arg(long)]
+        transactions: PathBuf,
+        /// Labels file (visible at reported_at, or --label-delay after the transaction).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Delay before a label without reported_at becomes visible (e.g. 7d, 12h).
+        #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+        label_delay: i64,
+        /// Model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+        /// Configuration (state bounds, input limits, threshold override).
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Fit a model on the transactions with ts in [from, to), state warmed by everything before.
+    Train {
+        /// Transactions, .jsonl or .jsonl.gz, in time order.
+        #[arg(long)]
+        transactions: PathBuf,
+        /// Labels file (features see them as `score` and `run` would).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Delay before a label without reported_at becomes visible.
+        #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+        label_delay: i64,
+        /// Start of the training range: date or RFC 3339 (inclusive).
+        #[arg(long)]
+        from: String,
+        /// End of the training range: date or RFC 3339 (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Model file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Share of transactions like the training ones that should alert.
+        #[arg(long, default_value_t = 0.005)]
+        alert_rate: f64,
+        /// k-means clusters.
+        #[arg(long, default_value_t = 16)]
+        clusters: usize,
+        /// RNG seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Configuration (state bounds, input limits).
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Parses `7d`, `12h`, `30m`, `45s`, `1500ms` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} needs a unit: ms, s, m, h or d (e.g. 7d)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?}; use ms, s, m, h or d"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("7d"), Ok(604_800_000));
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert!(parse_duration_ms("7").is_err());
+        assert!(parse_duration_ms("7w").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

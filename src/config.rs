@@ -1,0 +1,816 @@
+//! Configuration: `config/default.toml` (embedded), layered with a `--config` file, then with
+//! `FRAUD__SECTION__KEY` environment variables, checked into a [`Config`].
+//!
+//! Every problem is collected, so an operator fixes a bad config in one go: unknown keys, values of
+//! the wrong type, and values out of range or inconsistent with each other.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::Deserialize;
+
+/// The complete default configuration, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "FRAUD__";
+
+/// Keys that may be set but have no default (they are commented out in `default.toml`), with the
+/// type they take.
+const OPTIONAL_KEYS: &[(&str, Kind)] = &[("model.threshold", Kind::Float)];
+
+/// The table whose keys are passed to librdkafka unchanged.
+const LIBRDKAFKA_TABLE: &str = "kafka.librdkafka";
+
+/// librdkafka settings that fraudstream sets itself, with the key to use instead.
+const RESERVED_LIBRDKAFKA: &[(&str, &str)] = &[
+    ("bootstrap.servers", "kafka.bootstrap_servers"),
+    ("group.id", "kafka.group_id"),
+    ("session.timeout.ms", "kafka.session_timeout_ms"),
+    ("statistics.interval.ms", "kafka.statistics_interval_ms"),
+    ("auto.offset.reset", "kafka.auto_offset_reset"),
+    (
+        "enable.auto.offset.store",
+        "(none: offsets are stored after delivery)",
+    ),
+    (
+        "enable.auto.commit",
+        "(none: stored offsets are auto-committed)",
+    ),
+];
+
+/// A configuration that could not be loaded: every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// Each problem, naming the key and the value.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration ({} problems):",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A value that must not appear in logs: Debug and Display print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sensitive<T>(pub T);
+
+impl<T> fmt::Debug for Sensitive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl<T> fmt::Display for Sensitive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A librdkafka setting passed through: plain, or masked when its name suggests a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PassThrough {
+    /// Shown in logs.
+    Plain(String),
+    /// Masked in logs (names containing "password", "secret" or "key").
+    Secret(Sensitive<String>),
+}
+
+impl PassThrough {
+    /// The value to hand to librdkafka.
+    pub fn expose(&self) -> &str {
+        match self {
+            PassThrough::Plain(s) => s,
+            PassThrough::Secret(s) => &s.0,
+        }
+    }
+}
+
+impl fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PassThrough::Plain(s) => write!(f, "{s:?}"),
+            PassThrough::Secret(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// `[kafka]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    bootstrap_servers: String,
+    group_id: String,
+    session_timeout_ms: u64,
+    statistics_interval_ms: u64,
+    auto_offset_reset: String,
+    #[serde(default)]
+    librdkafka: BTreeMap<String, String>,
+}
+
+/// `[topics]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopics {
+    transactions: String,
+    alerts: String,
+    dead_letter: String,
+    labels: String,
+    create: bool,
+    partitions: i64,
+    replication_factor: i64,
+}
+
+/// `[input]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    max_message_bytes: i64,
+    max_amount: f64,
+    max_future_secs: i64,
+}
+
+/// `[state]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    max_accounts: i64,
+    max_merchants: i64,
+    idle_ttl_secs: i64,
+    allowed_lateness_secs: i64,
+}
+
+/// `[model]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    path: String,
+    threshold: Option<f64>,
+}
+
+/// `[metrics]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
+}
+
+/// `[shutdown]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    drain_timeout_ms: u64,
+}
+
+/// The merged configuration before its values are checked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    kafka: RawKafka,
+    topics: RawTopics,
+    input: RawInput,
+    state: RawState,
+    model: RawModel,
+    metrics: RawMetrics,
+    shutdown: RawShutdown,
+}
+
+/// Kafka connection and consumer group.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Comma-separated host:port list.
+    pub bootstrap_servers: String,
+    /// Consumer group of the workers.
+    pub group_id: String,
+    /// Consumer group session timeout.
+    pub session_timeout_ms: u64,
+    /// librdkafka statistics interval (consumer lag); 0 disables.
+    pub statistics_interval_ms: u64,
+    /// "earliest" or "latest".
+    pub auto_offset_reset: String,
+    /// Other librdkafka settings, passed through.
+    pub librdkafka: BTreeMap<String, PassThrough>,
+}
+
+/// Topic names and creation settings.
+#[derive(Debug, Clone)]
+pub struct TopicsConfig {
+    /// Input transactions.
+    pub transactions: String,
+    /// Output alerts.
+    pub alerts: String,
+    /// Dead letters.
+    pub dead_letter: String,
+    /// Confirmed frauds.
+    pub labels: String,
+    /// Create missing topics at start.
+    pub create: bool,
+    /// Partitions of created topics.
+    pub partitions: i32,
+    /// Replication factor of created topics.
+    pub replication_factor: i32,
+}
+
+/// Limits on input messages.
+#[derive(Debug, Clone, Copy)]
+pub struct InputConfig {
+    /// Largest message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest amount accepted.
+    pub max_amount: f64,
+    /// How far ahead of the wall clock an event timestamp may be, in seconds.
+    pub max_future_secs: i64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            max_message_bytes: 65536,
+            max_amount: 1_000_000.0,
+            max_future_secs: 86_400,
+        }
+    }
+}
+
+/// Bounds of the windowed state.
+#[derive(Debug, Clone, Copy)]
+pub struct StateConfig {
+    /// Most accounts held.
+    pub max_accounts: u64,
+    /// Most merchants held.
+    pub max_merchants: u64,
+    /// Idle time after which an entity is evicted, in seconds.
+    pub idle_ttl_secs: u64,
+    /// Out-of-order tolerance, in seconds.
+    pub allowed_lateness_secs: i64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            max_accounts: 1_000_000,
+            max_merchants: 200_000,
+            idle_ttl_secs: 35 * 86_400,
+            allowed_lateness_secs: 3_600,
+        }
+    }
+}
+
+/// The model to load.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// Model file.
+    pub path: PathBuf,
+    /// Threshold overriding the model's own.
+    pub threshold: Option<f64>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[kafka]`.
+    pub kafka: KafkaConfig,
+    /// `[topics]`.
+    pub topics: TopicsConfig,
+    /// `[input]`.
+    pub input: InputConfig,
+    /// `[state]`.
+    pub state: StateConfig,
+    /// `[model]`.
+    pub model: ModelConfig,
+    /// `metrics.listen`.
+    pub metrics_listen: SocketAddr,
+    /// `shutdown.drain_timeout_ms`.
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+    Table,
+}
+
+impl Kind {
+    fn of(v: &Value) -> Kind {
+        match v {
+            Value::String(..) | Value::Char(..) => Kind::Str,
+            Value::Bool(..) => Kind::Bool,
+            // Num::to_f64 answers only for float variants.
+            Value::Num(_, n) if n.to_f64().is_some() => Kind::Float,
+            Value::Num(..) => Kind::Int,
+            Value::Dict(..) | Value::Array(..) | Value::Empty(..) => Kind::Table,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Str => "a string",
+            Kind::Int => "an integer",
+            Kind::Float => "a number",
+            Kind::Bool => "true or false",
+            Kind::Table => "a table",
+        }
+    }
+}
+
+/// Loads the default configuration, layered with `file` and the environment.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError {
+                problems: vec![format!("--config {}: file not found", path.display())],
+            });
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    from_figment(&fig)
+}
+
+/// Checks a merged figment into a [`Config`]; separate from [`load`] for tests.
+pub fn from_figment(fig: &Figment) -> Result<Config, ConfigError> {
+    let merged: Dict = fig.extract().map_err(|e| ConfigError {
+        problems: e.into_iter().map(|e| e.to_string()).collect(),
+    })?;
+    let defaults: Dict = Figment::from(Toml::string(DEFAULT_TOML))
+        .extract()
+        .map_err(|e| ConfigError {
+            problems: vec![format!("built-in default.toml: {e}")],
+        })?;
+    let mut problems = Vec::new();
+    let checked = check_tree(&merged, &defaults, "", &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    let json = to_json(&Value::from(checked));
+    let raw: RawConfig = serde_json::from_value(json).map_err(|e| ConfigError {
+        problems: vec![e.to_string()],
+    })?;
+    Config::try_from(raw)
+}
+
+/// Walks the merged tree beside the defaults: reports unknown keys and wrong types, coerces
+/// scalars into strings where a string is expected (environment variables are typed by their
+/// look), and flattens the librdkafka table to dotted names.
+fn check_tree(merged: &Dict, defaults: &Dict, prefix: &str, problems: &mut Vec<String>) -> Dict {
+    let mut out = Dict::new();
+    for (key, value) in merged {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if path == LIBRDKAFKA_TABLE {
+            let mut flat = Dict::new();
+            flatten_passthrough(value, "", &path, &mut flat, problems);
+            out.insert(key.clone(), Value::from(flat));
+            continue;
+        }
+        let expected = match defaults.get(key) {
+            Some(d) => Some(Kind::of(d)),
+            None => OPTIONAL_KEYS
+                .iter()
+                .find(|(k, _)| *k == path)
+                .map(|(_, kind)| *kind),
+        };
+        let Some(expected) = expected else {
+            problems.push(format!("{path}: unknown key"));
+            continue;
+        };
+        let got = Kind::of(value);
+        match (expected, got) {
+            (Kind::Table, Kind::Table) => {
+                let (Value::Dict(_, sub), Some(Value::Dict(_, dsub))) = (value, defaults.get(key))
+                else {
+                    problems.push(format!("{path}: expected a table"));
+                    continue;
+                };
+                let inner = check_tree(sub, dsub, &path, problems);
+                out.insert(key.clone(), Value::from(inner));
+            }
+            (Kind::Str, Kind::Int | Kind::Float | Kind::Bool) => {
+                out.insert(key.clone(), Value::from(scalar_string(value)));
+            }
+            (Kind::Float, Kind::Int) => {
+                let f = match value {
+                    Value::Num(_, n) => num_f64(n),
+                    _ => f64::NAN,
+                };
+                out.insert(key.clone(), Value::from(f));
+            }
+            (e, g) if e == g => {
+                out.insert(key.clone(), value.clone());
+            }
+            (e, _) => problems.push(format!(
+                "{path}: expected {}, got {}",
+                e.name(),
+                describe(value)
+            )),
+        }
+    }
+    out
+}
+
+fn flatten_passthrough(
+    value: &Value,
+    prefix: &str,
+    path: &str,
+    out: &mut Dict,
+    problems: &mut Vec<String>,
+) {
+    let Value::Dict(_, dict) = value else {
+        problems.push(format!("{path}: expected a table, got {}", describe(value)));
+        return;
+    };
+    for (k, v) in dict {
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Dict(..) => flatten_passthrough(v, &name, path, out, problems),
+            Value::Array(..) | Value::Empty(..) => problems.push(format!(
+                "{path}.\"{name}\": expected a string, number or boolean, got {}",
+                describe(v)
+            )),
+            _ => {
+                out.insert(name, Value::from(scalar_string(v)));
+            }
+        }
+    }
+}
+
+fn scalar_string(v: &Value) -> String {
+    match v {
+        Value::String(_, s) => s.clone(),
+        Value::Char(_, c) => c.to_string(),
+        Value::Bool(_, b) => b.to_string(),
+        Value::Num(_, n) => num_i128(n)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| num_f64(n).to_string()),
+        other => describe(other),
+    }
+}
+
+/// Any integer variant (figment's `to_i128` answers only for signed ones).
+fn num_i128(n: &figment::value::Num) -> Option<i128> {
+    n.to_i128()
+        .or_else(|| n.to_u128().and_then(|u| i128::try_from(u).ok()))
+}
+
+/// Any number as f64.
+fn num_f64(n: &figment::value::Num) -> f64 {
+    n.to_f64()
+        .or_else(|| num_i128(n).map(|i| i as f64))
+        .unwrap_or(f64::NAN)
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(_, s) => format!("{s:?}"),
+        Value::Dict(..) => "a table".to_string(),
+        Value::Array(..) => "an array".to_string(),
+        Value::Empty(..) => "nothing".to_string(),
+        other => scalar_string(other),
+    }
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::String(_, s) => serde_json::Value::String(s.clone()),
+        Value::Char(_, c) => serde_json::Value::String(c.to_string()),
+        Value::Bool(_, b) => serde_json::Value::Bool(*b),
+        Value::Num(_, n) => match num_i128(n).and_then(|i| i64::try_from(i).ok()) {
+            Some(i) => serde_json::Value::from(i),
+            None => serde_json::Number::from_f64(num_f64(n))
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+        },
+        Value::Empty(..) => serde_json::Value::Null,
+        Value::Array(_, a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
+        Value::Dict(_, d) => serde_json::Value::Object(
+            d.iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        ),
+    }
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("password") || n.contains("secret") || n.contains("key")
+}
+
+fn positive(problems: &mut Vec<String>, key: &str, v: i64) -> u64 {
+    if v <= 0 {
+        problems.push(format!("{key}: must be > 0, got {v}"));
+        0
+    } else {
+        v as u64
+    }
+}
+
+fn non_empty(problems: &mut Vec<String>, key: &str, v: &str) {
+    if v.trim().is_empty() {
+        problems.push(format!("{key}: must not be empty, got {v:?}"));
+    }
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
+        let mut p = Vec::new();
+        let k = raw.kafka;
+        non_empty(&mut p, "kafka.bootstrap_servers", &k.bootstrap_servers);
+        non_empty(&mut p, "kafka.group_id", &k.group_id);
+        if k.session_timeout_ms == 0 {
+            p.push("kafka.session_timeout_ms: must be > 0, got 0".into());
+        }
+        if !matches!(k.auto_offset_reset.as_str(), "earliest" | "latest") {
+            p.push(format!(
+                "kafka.auto_offset_reset: expected \"earliest\" or \"latest\", got {:?}",
+                k.auto_offset_reset
+            ));
+        }
+        let mut librdkafka = BTreeMap::new();
+        for (name, value) in k.librdkafka {
+            if let Some((_, instead)) = RESERVED_LIBRDKAFKA.iter().find(|(r, _)| *r == name) {
+                p.push(format!(
+                    "kafka.librdkafka.\"{name}\": set by fraudstream, use {instead}"
+                ));
+                continue;
+            }
+            let v = if is_secret_name(&name) {
+                PassThrough::Secret(Sensitive(value))
+            } else {
+                PassThrough::Plain(value)
+            };
+            librdkafka.insert(name, v);
+        }
+
+        let t = raw.topics;
+        let names = [
+            ("topics.transactions", &t.transactions),
+            ("topics.alerts", &t.alerts),
+            ("topics.dead_letter", &t.dead_letter),
+            ("topics.labels", &t.labels),
+        ];
+        for (i, (key, name)) in names.iter().enumerate() {
+            non_empty(&mut p, key, name);
+            if name.len() > 249
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                p.push(format!(
+                    "{key}: {name:?} is not a valid Kafka topic name (letters, digits, '.', '_', '-', at most 249)"
+                ));
+            }
+            for (other_key, other) in &names[..i] {
+                if other == name {
+                    p.push(format!(
+                        "{key}: {name:?} is also {other_key}; topics must differ"
+                    ));
+                }
+            }
+        }
+        if !(1..=10_000).contains(&t.partitions) {
+            p.push(format!(
+                "topics.partitions: must be in 1..=10000, got {}",
+                t.partitions
+            ));
+        }
+        if !(1..=32).contains(&t.replication_factor) {
+            p.push(format!(
+                "topics.replication_factor: must be in 1..=32, got {}",
+                t.replication_factor
+            ));
+        }
+
+        let i = raw.input;
+        let max_message_bytes = positive(&mut p, "input.max_message_bytes", i.max_message_bytes);
+        if !(i.max_amount.is_finite() && i.max_amount > 0.0) {
+            p.push(format!(
+                "input.max_amount: must be > 0, got {}",
+                i.max_amount
+            ));
+        }
+        let max_future_secs = positive(&mut p, "input.max_future_secs", i.max_future_secs);
+
+        let s = raw.state;
+        let max_accounts = positive(&mut p, "state.max_accounts", s.max_accounts);
+        let max_merchants = positive(&mut p, "state.max_merchants", s.max_merchants);
+        let idle_ttl_secs = positive(&mut p, "state.idle_ttl_secs", s.idle_ttl_secs);
+        if !(0..=86_400).contains(&s.allowed_lateness_secs) {
+            p.push(format!(
+                "state.allowed_lateness_secs: must be in 0..=86400, got {}",
+                s.allowed_lateness_secs
+            ));
+        }
+
+        non_empty(&mut p, "model.path", &raw.model.path);
+        if let Some(th) = raw.model.threshold {
+            if !(0.0..=1.0).contains(&th) {
+                p.push(format!("model.threshold: must be in [0, 1], got {th}"));
+            }
+        }
+
+        let metrics_listen = match raw.metrics.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.push(format!(
+                    "metrics.listen: expected host:port such as 127.0.0.1:9898, got {:?}",
+                    raw.metrics.listen
+                ));
+                None
+            }
+        };
+        let drain = raw.shutdown.drain_timeout_ms;
+        if drain == 0 {
+            p.push("shutdown.drain_timeout_ms: must be > 0, got 0".into());
+        }
+        if drain >= k.session_timeout_ms {
+            p.push(format!(
+                "shutdown.drain_timeout_ms ({drain}) must be below kafka.session_timeout_ms ({})",
+                k.session_timeout_ms
+            ));
+        }
+
+        match metrics_listen {
+            Some(metrics_listen) if p.is_empty() => Ok(Config {
+                kafka: KafkaConfig {
+                    bootstrap_servers: k.bootstrap_servers,
+                    group_id: k.group_id,
+                    session_timeout_ms: k.session_timeout_ms,
+                    statistics_interval_ms: k.statistics_interval_ms,
+                    auto_offset_reset: k.auto_offset_reset,
+                    librdkafka,
+                },
+                topics: TopicsConfig {
+                    transactions: t.transactions,
+                    alerts: t.alerts,
+                    dead_letter: t.dead_letter,
+                    labels: t.labels,
+                    create: t.create,
+                    partitions: t.partitions as i32,
+                    replication_factor: t.replication_factor as i32,
+                },
+                input: InputConfig {
+                    max_message_bytes: max_message_bytes as usize,
+                    max_amount: i.max_amount,
+                    max_future_secs: max_future_secs as i64,
+                },
+                state: StateConfig {
+                    max_accounts,
+                    max_merchants,
+                    idle_ttl_secs,
+                    allowed_lateness_secs: s.allowed_lateness_secs,
+                },
+                model: ModelConfig {
+                    path: PathBuf::from(raw.model.path),
+                    threshold: raw.model.threshold,
+                },
+                metrics_listen,
+                drain_timeout_ms: drain,
+            }),
+            _ => Err(ConfigError { problems: p }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(file: Option<&str>) -> Result<Config, ConfigError> {
+        load(file.map(Path::new))
+    }
+
+    #[test]
+    fn defaults_load() {
+        Jail::expect_with(|_| {
+            let c = load_in_jail(None).expect("defaults are valid");
+            assert_eq!(c.kafka.bootstrap_servers, "127.0.0.1:9092");
+            assert_eq!(c.topics.transactions, "transactions");
+            assert_eq!(c.model.threshold, None);
+            assert_eq!(c.metrics_listen.port(), 9898);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[topics]\nalerts = \"from-file\"\npartitions = 2\n[kafka.librdkafka]\n\"sasl.password\" = \"hunter2\"\n\"linger.ms\" = 5\n",
+            )?;
+            jail.set_env("FRAUD__TOPICS__ALERTS", "alerts2");
+            jail.set_env("FRAUD__KAFKA__GROUP_ID", "123");
+            let c = load_in_jail(Some("c.toml")).expect("valid");
+            assert_eq!(c.topics.alerts, "alerts2");
+            assert_eq!(c.topics.partitions, 2);
+            assert_eq!(c.kafka.group_id, "123");
+            assert_eq!(c.kafka.librdkafka["linger.ms"].expose(), "5");
+            assert_eq!(c.kafka.librdkafka["sasl.password"].expose(), "hunter2");
+            let shown = format!("{:?}", c.kafka);
+            assert!(!shown.contains("hunter2"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                "[topics]\nalerts = \"transactions\"\npartitions = 0\nbogus = 1\n[state]\nmax_accounts = \"many\"\n[metrics]\nlisten = \"nowhere\"\n[shutdown]\ndrain_timeout_ms = 90000\n[kafka.librdkafka]\n\"group.id\" = \"x\"\n",
+            )?;
+            let e = load_in_jail(Some("bad.toml")).expect_err("invalid");
+            let all = e.to_string();
+            assert!(all.contains("topics.bogus: unknown key"), "{all}");
+            assert!(
+                all.contains("state.max_accounts: expected an integer, got \"many\""),
+                "{all}"
+            );
+            // Type errors are reported before range checks run; fix them and the rest shows.
+            jail.create_file(
+                "bad.toml",
+                "[topics]\nalerts = \"transactions\"\npartitions = 0\n[metrics]\nlisten = \"nowhere\"\n[shutdown]\ndrain_timeout_ms = 90000\n[kafka.librdkafka]\n\"group.id\" = \"x\"\n",
+            )?;
+            let e = load_in_jail(Some("bad.toml")).expect_err("invalid");
+            let all = e.to_string();
+            assert!(
+                all.contains("topics.alerts: \"transactions\" is also topics.transactions"),
+                "{all}"
+            );
+            assert!(
+                all.contains("topics.partitions: must be in 1..=10000, got 0"),
+                "{all}"
+            );
+            assert!(all.contains("metrics.listen"), "{all}");
+            assert!(all.contains("drain_timeout_ms (90000)"), "{all}");
+            assert!(all.contains("\"group.id\": set by fraudstream"), "{all}");
+            assert_eq!(e.problems.len(), 5, "{all}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_unknown_key_is_rejected() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FRAUD__TOPICS__ALERT", "typo");
+            let e = load_in_jail(None).expect_err("typo");
+            assert_eq!(e.problems, vec!["topics.alert: unknown key".to_string()]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        Jail::expect_with(|_| {
+            let e = load_in_jail(Some("nope.toml")).expect_err("missing");
+            assert!(e.to_string().contains("nope.toml"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn threshold_override() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FRAUD__MODEL__THRESHOLD", "0.9");
+            assert_eq!(
+                load_in_jail(None).expect("valid").model.threshold,
+                Some(0.9)
+            );
+            jail.set_env("FRAUD__MODEL__THRESHOLD", "2");
+            let e = load_in_jail(None).expect_err("out of range");
+            assert!(e
+                .to_string()
+                .contains("model.threshold: must be in [0, 1], got 2"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,552 @@
+//! (Transaction, state before it) → [`FeatureVector`].
+//!
+//! Every feature describes the history *before* the event plus the event itself; none looks
+//! ahead. Labels count only once visible (applied to state). Names, units and meanings are in
+//! [`FEATURES`]; the model file stores the names and refuses to load against a different list.
+
+use crate::decode::Transaction;
+use crate::state::window::Agg;
+use crate::state::{country_code, key_of, AccountState, MerchantState, Windows};
+
+/// Number of features.
+pub const N_FEATURES: usize = 44;
+
+/// A feature vector, in [`FEATURES`] order. Lives on the stack.
+pub type FeatureVector = [f32; N_FEATURES];
+
+/// How a model should pre-process a feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// ln(1 + x), for amounts, counts and durations.
+    Log1p,
+    /// As is, for flags, ratios in 0..1 and z-scores.
+    Identity,
+}
+
+/// A feature's definition.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureDef {
+    /// Stable name (model files refer to it).
+    pub name: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Pre-processing.
+    pub transform: Transform,
+    /// An analyst's words, with `{}` for the value.
+    pub words: &'static str,
+}
+
+const fn f(
+    name: &'static str,
+    unit: &'static str,
+    transform: Transform,
+    words: &'static str,
+) -> FeatureDef {
+    FeatureDef {
+        name,
+        unit,
+        transform,
+        words,
+    }
+}
+
+use Transform::{Identity as I, Log1p as L};
+
+/// Window names and (ring, buckets) — see [`crate::state`].
+pub const WINDOWS: [&str; 4] = ["1h", "1d", "7d", "30d"];
+
+/// Every feature, in vector order.
+pub const FEATURES: [FeatureDef; N_FEATURES] = [
+    f("amount", "currency", L, "amount {}"),
+    f(
+        "acct_count_1h",
+        "transactions",
+        L,
+        "{} account transactions in the previous hour",
+    ),
+    f(
+        "acct_sum_1h",
+        "currency",
+        L,
+        "account spent {} in the previous hour",
+    ),
+    f(
+        "acct_mean_1h",
+        "currency",
+        L,
+        "account mean amount {} in the previous hour",
+    ),
+    f(
+        "acct_max_1h",
+        "currency",
+        L,
+        "account max amount {} in the previous hour",
+    ),
+    f(
+        "acct_count_1d",
+        "transactions",
+        L,
+        "{} account transactions in the previous day",
+    ),
+    f(
+        "acct_sum_1d",
+        "currency",
+        L,
+        "account spent {} in the previous day",
+    ),
+    f(
+        "acct_mean_1d",
+        "currency",
+        L,
+        "account mean amount {} in the previous day",
+    ),
+    f(
+        "acct_max_1d",
+        "currency",
+        L,
+        "account max amount {} in the previous day",
+    ),
+    f(
+        "acct_count_7d",
+        "transactions",
+        L,
+        "{} account transactions in the previous 7 days",
+    ),
+    f(
+        "acct_sum_7d",
+        "currency",
+        L,
+        "account spent {} in the previous 7 days",
+    ),
+    f(
+        "acct_mean_7d",
+        "currency",
+        L,
+        "account mean amount {} over 7 days",
+    ),
+    f(
+        "acct_max_7d",
+        "currency",
+        L,
+        "account max amount {} over 7 days",
+    ),
+    f(
+        "acct_count_30d",
+        "transactions",
+        L,
+        "{} account transactions in the previous 30 days",
+    ),
+    f(
+        "acct_sum_30d",
+        "currency",
+        L,
+        "account spent {} in the previous 30 days",
+    ),
+    f(
+        "acct_mean_30d",
+        "currency",
+        L,
+        "account mean amount {} over 30 days",
+    ),
+    f(
+        "acct_max_30d",
+        "currency",
+        L,
+        "account max amount {} over 30 days",
+    ),
+    f(
+        "acct_amount_ratio_7d",
+        "ratio",
+        L,
+        "amount {}x the 7-day mean",
+    ),
+    f(
+        "acct_amount_ratio_30d",
+        "ratio",
+        L,
+        "amount {}x the 30-day mean",
+    ),
+    f(
+        "acct_amount_zscore_30d",
+        "std devs",
+        I,
+        "amount {} standard deviations from the 30-day mean",
+    ),
+    f(
+        "acct_secs_since_prev",
+        "seconds",
+        L,
+        "{} s since the account's previous transaction",
+    ),
+    f(
+        "acct_velocity_10m",
+        "transactions",
+        L,
+        "{} account transactions in the previous 10 minutes",
+    ),
+    f(
+        "acct_new_merchant",
+        "flag",
+        I,
+        "merchant new to the account (flag {})",
+    ),
+    f(
+        "acct_new_country",
+        "flag",
+        I,
+        "country new to the account (flag {})",
+    ),
+    f(
+        "acct_frauds_visible",
+        "frauds",
+        L,
+        "{} confirmed frauds on the account",
+    ),
+    f(
+        "merch_count_1h",
+        "transactions",
+        L,
+        "{} merchant transactions in the previous hour",
+    ),
+    f(
+        "merch_sum_1h",
+        "currency",
+        L,
+        "merchant took {} in the previous hour",
+    ),
+    f(
+        "merch_mean_1h",
+        "currency",
+        L,
+        "merchant mean amount {} in the previous hour",
+    ),
+    f(
+        "merch_max_1h",
+        "currency",
+        L,
+        "merchant max amount {} in the previous hour",
+    ),
+    f(
+        "merch_count_1d",
+        "transactions",
+        L,
+        "{} merchant transactions in the previous day",
+    ),
+    f(
+        "merch_sum_1d",
+        "currency",
+        L,
+        "merchant took {} in the previous day",
+    ),
+    f(
+        "merch_mean_1d",
+        "currency",
+        L,
+        "merchant mean amount {} in the previous day",
+    ),
+    f(
+        "merch_max_1d",
+        "currency",
+        L,
+        "merchant max amount {} in the previous day",
+    ),
+    f(
+        "merch_count_7d",
+        "transactions",
+        L,
+        "{} merchant transactions in the previous 7 days",
+    ),
+    f(
+        "merch_sum_7d",
+        "currency",
+        L,
+        "merchant took {} in the previous 7 days",
+    ),
+    f(
+        "merch_mean_7d",
+        "currency",
+        L,
+        "merchant mean amount {} over 7 days",
+    ),
+    f(
+        "merch_max_7d",
+        "currency",
+        L,
+        "merchant max amount {} over 7 days",
+    ),
+    f(
+        "merch_count_30d",
+        "transactions",
+        L,
+        "{} merchant transactions in the previous 30 days",
+    ),
+    f(
+        "merch_sum_30d",
+        "currency",
+        L,
+        "merchant took {} in the previous 30 days",
+    ),
+    f(
+        "merch_mean_30d",
+        "currency",
+        L,
+        "merchant mean amount {} over 30 days",
+    ),
+    f(
+        "merch_max_30d",
+        "currency",
+        L,
+        "merchant max amount {} over 30 days",
+    ),
+    f(
+        "merch_fraud_rate_1d",
+        "ratio",
+        I,
+        "{} of the merchant's transactions of the last day reported fraud",
+    ),
+    f(
+        "merch_fraud_rate_7d",
+        "ratio",
+        I,
+        "{} of the merchant's transactions of the last 7 days reported fraud",
+    ),
+    f(
+        "merch_fraud_rate_30d",
+        "ratio",
+        I,
+        "{} of the merchant's transactions of the last 30 days reported fraud",
+    ),
+];
+
+/// Index of the first account window feature.
+const ACCT_WIN: usize = 1;
+/// Index of the first merchant window feature.
+const MERCH_WIN: usize = 25;
+
+/// Seconds used for "time since previous" when there is none (30 days).
+pub const NO_PREVIOUS_S: f32 = 2_592_000.0;
+
+/// The feature names in order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    FEATURES.iter().map(|d| d.name)
+}
+
+/// Aggregates of the four windows ending at `ts_ms`: 1h, 1d, 7d, 30d.
+#[inline]
+pub fn window_aggs(w: &Windows, ts_ms: i64) -> [Agg; 4] {
+    let s = ts_ms.div_euclid(1000);
+    [
+        w.fine.window(s, 12),
+        w.hour.window(s, 24),
+        w.day.window(s, 7),
+        w.day.window(s, 30),
+    ]
+}
+
+#[inline]
+fn put_windows(out: &mut FeatureVector, at: usize, aggs: &[Agg; 4]) {
+    for (i, a) in aggs.iter().enumerate() {
+        let j = at + 4 * i;
+        out[j] = a.count as f32;
+        out[j + 1] = a.sum as f32;
+        out[j + 2] = a.mean() as f32;
+        out[j + 3] = a.max as f32;
+    }
+}
+
+/// Writes the account features (indices 0..25) from the account's state before `tx`.
+pub fn account_features(acc: &AccountState, tx: &Transaction<'_>, out: &mut FeatureVector) {
+    let amount = tx.amount as f32;
+    out[0] = amount;
+    let aggs = window_aggs(&acc.w, tx.ts);
+    put_windows(out, ACCT_WIN, &aggs);
+    let ratio = |a: &Agg| -> f32 {
+        let m = a.mean();
+        if a.count == 0 || m <= 0.0 {
+            1.0
+        } else {
+            (tx.amount / m) as f32
+        }
+    };
+    out[17] = ratio(&aggs[2]);
+    out[18] = ratio(&aggs[3]);
+    let sd = aggs[3].std();
+    out[19] = if aggs[3].count < 2 {
+        0.0
+    } else {
+        ((tx.amount - aggs[3].mean()) / sd.max(1.0)) as f32
+    };
+    out[20] = if acc.is_new() {
+        NO_PREVIOUS_S
+    } else {
+        ((tx.ts - acc.w.max_ts_ms).max(0) as f32 / 1000.0).min(NO_PREVIOUS_S)
+    };
+    out[21] = acc.w.fine.window(tx.ts.div_euclid(1000), 2).count as f32;
+    out[22] = if acc.is_new() {
+        0.0
+    } else {
+        f32::from(u8::from(!acc.knows_merchant(key_of(&tx.merchant_id))))
+    };
+    let c = country_code(tx.country.as_deref());
+    out[23] = if acc.is_new() || c == 0 || acc.countries.iter().all(|x| *x == 0) {
+        0.0
+    } else {
+        f32::from(u8::from(!acc.knows_country(c)))
+    };
+    out[24] = acc.frauds_visible as f32;
+}
+
+/// Writes the merchant features (indices 25..44) from the merchant's state before `tx`.
+pub fn merchant_features(m: &MerchantState, tx: &Transaction<'_>, out: &mut FeatureVector) {
+    let aggs = window_aggs(&m.w, tx.ts);
+    put_windows(out, MERCH_WIN, &aggs);
+    let s = tx.ts.div_euclid(1000);
+    let rate = |days: usize, agg: &Agg| -> f32 {
+        if agg.count == 0 {
+            0.0
+        } else {
+            (m.frauds.window(s, days).count as f32 / agg.count as f32).min(1.0)
+        }
+    };
+    // Daily buckets for all three: the 1-day rate is "today's bucket".
+    let day1 = m.w.day.window(s, 1);
+    out[41] = rate(1, &day1);
+    out[42] = rate(7, &aggs[2]);
+    out[43] = rate(30, &aggs[3]);
+}
+
+/// Formats a feature's value for an analyst.
+pub fn describe(i: usize, value: f32) -> String {
+    let d = &FEATURES[i.min(N_FEATURES - 1)];
+    let v = match d.unit {
+        "flag" | "transactions" | "frauds" => format!("{value:.0}"),
+        "ratio" if d.name.contains("fraud_rate") => format!("{:.1}%", value * 100.0),
+        "ratio" | "std devs" => format!("{value:.1}"),
+        "seconds" => format!("{value:.0}"),
+        _ => format!("{value:.2}"),
+    };
+    d.words.replacen("{}", &v, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StateConfig;
+    use crate::decode::Label;
+    use crate::state::State;
+    use std::borrow::Cow;
+
+    fn tx(id: &str, ts_s: i64, acct: &str, merch: &str, amount: f64) -> Transaction<'static> {
+        Transaction {
+            tx_id: Cow::Owned(id.into()),
+            ts: ts_s * 1000,
+            account_id: Cow::Owned(acct.into()),
+            merchant_id: Cow::Owned(merch.into()),
+            amount,
+            currency: Cow::Borrowed("EUR"),
+            card_id: None,
+            mcc: None,
+            country: Some(Cow::Borrowed("FR")),
+            channel: None,
+            device_id: None,
+            lat: None,
+            lon: None,
+        }
+    }
+
+    /// Feature computation then application: the engine's own path.
+    fn step(state: &State, t: &Transaction<'_>) -> FeatureVector {
+        crate::engine::observe(state, t).features
+    }
+
+    #[test]
+    fn names_are_unique_and_indices_match() {
+        let mut n: Vec<_> = names().collect();
+        n.sort();
+        n.dedup();
+        assert_eq!(n.len(), N_FEATURES);
+        assert_eq!(FEATURES[ACCT_WIN].name, "acct_count_1h");
+        assert_eq!(FEATURES[17].name, "acct_amount_ratio_7d");
+        assert_eq!(FEATURES[MERCH_WIN].name, "merch_count_1h");
+        assert_eq!(FEATURES[41].name, "merch_fraud_rate_1d");
+    }
+
+    #[test]
+    fn hand_computed_account_features() {
+        let s = State::new(&StateConfig::default());
+        let day = 86_400 * 20_000; // day-aligned
+        step(&s, &tx("a", day + 100, "c1", "m1", 10.0));
+        step(&s, &tx("b", day + 200, "c1", "m1", 30.0));
+        let fv = step(&s, &tx("c", day + 400, "c1", "m2", 80.0));
+        assert_eq!(fv[0], 80.0);
+        assert_eq!(fv[1], 2.0); // count 1h
+        assert_eq!(fv[2], 40.0); // sum 1h
+        assert_eq!(fv[3], 20.0); // mean 1h
+        assert_eq!(fv[4], 30.0); // max 1h
+        assert_eq!(fv[13], 2.0); // count 30d
+        assert_eq!(fv[18], 4.0); // 80 / 20
+                                 // z: (80 - 20) / max(std(10, 30) = 10, 1)
+        approx::assert_abs_diff_eq!(fv[19], 6.0, epsilon = 1e-4);
+        assert_eq!(fv[20], 200.0); // since previous
+        assert_eq!(fv[21], 2.0); // 10 minutes
+        assert_eq!(fv[22], 1.0); // m2 is new
+        assert_eq!(fv[23], 0.0); // FR known
+        assert_eq!(fv[25], 0.0); // merchant m2 has no history
+    }
+
+    #[test]
+    fn merchant_windows_and_first_transaction() {
+        let s = State::new(&StateConfig::default());
+        let t0 = 86_400 * 20_000;
+        let fv = step(&s, &tx("a", t0, "c1", "m1", 10.0));
+        assert_eq!(fv[20], NO_PREVIOUS_S);
+        assert_eq!(fv[22], 0.0, "first transaction is not 'new merchant'");
+        assert_eq!(fv[25], 0.0);
+        step(&s, &tx("b", t0 + 10, "c2", "m1", 20.0));
+        let fv = step(&s, &tx("c", t0 + 20, "c3", "m1", 5.0));
+        assert_eq!(fv[25], 2.0);
+        assert_eq!(fv[26], 30.0);
+        assert_eq!(fv[28], 20.0);
+        // Two days later: gone from 1h and 1d, still in 7d and 30d.
+        let fv = step(&s, &tx("d", t0 + 2 * 86_400, "c3", "m1", 5.0));
+        assert_eq!(fv[25], 0.0);
+        assert_eq!(fv[29], 0.0);
+        assert_eq!(fv[33], 3.0);
+        assert_eq!(fv[37], 3.0);
+    }
+
+    /// A label changes features only once applied (visible), never before.
+    #[test]
+    fn no_look_ahead_on_labels() {
+        let s = State::new(&StateConfig::default());
+        let t0 = 86_400 * 20_000;
+        step(&s, &tx("f1", t0, "c1", "m1", 10.0));
+        step(&s, &tx("g1", t0 + 60, "c2", "m1", 10.0));
+        let before = step(&s, &tx("g2", t0 + 120, "c3", "m1", 10.0));
+        assert_eq!(before[24], 0.0);
+        assert_eq!(before[43], 0.0);
+        let again = step(&s, &tx("g3", t0 + 180, "c1", "m1", 10.0));
+        assert_eq!(again[24], 0.0, "label not yet visible");
+        let label = Label {
+            tx_id: "f1".into(),
+            account_id: "c1".into(),
+            fraud: true,
+            reported_at: None,
+        };
+        assert_eq!(s.apply_label(&label), crate::state::LabelOutcome::Applied);
+        let after = step(&s, &tx("g4", t0 + 240, "c1", "m1", 10.0));
+        assert_eq!(after[24], 1.0);
+        // 1 fraud among the 4 earlier transactions at m1 today.
+        approx::assert_abs_diff_eq!(after[41], 0.25, epsilon = 1e-6);
+        approx::assert_abs_diff_eq!(after[43], 0.25, epsilon = 1e-6);
+    }
+
+    #[test]
+    fn reasons_read_well() {
+        assert_eq!(describe(18, 9.26), "amount 9.3x the 30-day mean");
+        assert_eq!(
+            describe(43, 0.125),
+            "12.5% of the merchant's transactions of the last 30 days reported fraud"
+        );
+    }
+}

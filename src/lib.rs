@@ -1,0 +1,35 @@
+//! fraudstream: a fraud-detection stream processor beside Apache Kafka.
+//!
+//! Modules in pipeline order:
+//! - [`config`]: `config/default.toml` + file + `FRAUD__` env → checked [`config::Config`]
+//! - [`source`]: consumer group, labels consumer, topic checks
+//! - [`decode`]: bytes → [`decode::Transaction`] or a dead-letter reason
+//! - [`state`]: per-account and per-merchant event-time windows on moka
+//! - [`features`]: (transaction, state) → [`features::FeatureVector`]
+//! - [`model`]: model file, scoring, training
+//! - [`engine`]: the per-event path shared by `run`, `score` and `train`
+//! - [`decide`]: decision and the alert message
+//! - [`sink`]: alerts and dead-letter topics
+//! - [`pipeline`]: wires `run`; [`http`]: `/metrics`, `/healthz`, `/readyz`
+//! - [`replay`]: `score` and `train` over files; [`produce`]: file → Kafka
+//! - [`generate`]: synthetic transactions with fraud patterns
+//! - [`metrics`]: every metric name; [`shutdown`]: signals → cancellation
+//! - [`cli`]: the command line
+
+pub mod cli;
+pub mod config;
+pub mod decide;
+pub mod decode;
+pub mod engine;
+pub mod features;
+pub mod generate;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod produce;
+pub mod replay;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod state;

@@ -1,0 +1,207 @@
+//! Thin binary: parse the CLI, init tracing, dispatch, map errors to exit codes
+//! (0 ok, 1 runtime failure, 2 bad configuration or arguments).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use fraudstream::cli::{Cli, Command};
+use fraudstream::config::{self, Config, ConfigError};
+use fraudstream::decode::parse_ts;
+use fraudstream::engine::Engine;
+use fraudstream::model::{kmeans, Model};
+use fraudstream::{generate, pipeline, produce, replay, shutdown};
+use tokio_util::sync::CancellationToken;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e: ConfigError| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig(c) => {
+            let cfg = match load_config(c.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            println!("configuration is valid:\n{cfg:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(c) => {
+            let cfg = match load_config(c.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let token = CancellationToken::new();
+                shutdown::install(token.clone());
+                pipeline::run(cfg, token, prometheus::Registry::new()).await
+            })?;
+            tracing::info!("Stopped.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            out,
+            accounts,
+            merchants,
+            days,
+            seed,
+            start,
+        } => {
+            let start_ms = parse_ts(&start).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+            let start = chrono::DateTime::from_timestamp_millis(start_ms)
+                .context("--start out of range")?;
+            let opts = generate::GenerateOptions {
+                accounts,
+                merchants,
+                days,
+                seed,
+                start,
+            };
+            let t = std::time::Instant::now();
+            let s = generate::generate(&opts, &out)?;
+            println!(
+                "wrote {} transactions ({} frauds, {} labels) to {} in {:.1}s",
+                s.transactions,
+                s.frauds,
+                s.labels,
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Produce {
+            transactions,
+            labels,
+            rate,
+            config,
+        } => {
+            let cfg = match load_config(config.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let s = rt.block_on(produce::produce(
+                &cfg,
+                &transactions,
+                labels.as_deref(),
+                rate,
+            ))?;
+            println!(
+                "produced {} transactions to {} and {} labels to {}",
+                s.transactions, cfg.topics.transactions, s.labels, cfg.topics.labels
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score {
+            transactions,
+            labels,
+            label_delay,
+            model,
+            out,
+            config,
+        } => {
+            let cfg = match load_config(config.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let m = Model::load(&model)?;
+            let version = m.version().to_string();
+            let engine = Engine::new(m, cfg.model.threshold, &cfg.state);
+            let t = std::time::Instant::now();
+            let s = replay::score_file(
+                &engine,
+                &transactions,
+                labels.as_deref(),
+                label_delay,
+                &cfg.input,
+                &out,
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            eprintln!(
+                "scored {} transactions with model {version} (threshold {}): {} alerts, {} bad lines, {} late, {} labels applied; {:.1}s ({:.0} tx/s) -> {}",
+                s.transactions,
+                engine.threshold(),
+                s.alerts,
+                s.bad_lines,
+                s.late,
+                s.labels_applied,
+                secs,
+                s.transactions as f64 / secs.max(1e-9),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train {
+            transactions,
+            labels,
+            label_delay,
+            from,
+            to,
+            out,
+            alert_rate,
+            clusters,
+            seed,
+            config,
+        } => {
+            let cfg = match load_config(config.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let from_ms = parse_ts(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+            let to_ms = parse_ts(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            anyhow::ensure!(from_ms < to_ms, "--from {from} must be before --to {to}");
+            let t = std::time::Instant::now();
+            let (rows, _ids, s) = replay::training_rows(
+                &transactions,
+                labels.as_deref(),
+                label_delay,
+                &cfg.state,
+                &cfg.input,
+                from_ms,
+                to_ms,
+            )?;
+            let from_s = fraudstream::decode::format_ts(from_ms);
+            let to_s = fraudstream::decode::format_ts(to_ms);
+            let body = kmeans::train(&rows, clusters, seed, alert_rate, &from_s, &to_s)?;
+            Model::save(&body, &out)?;
+            eprintln!(
+                "trained {} on {} transactions in [{from_s}, {to_s}) ({} read, {} bad lines) in {:.1}s; threshold {} -> {}",
+                body.version,
+                rows.len(),
+                s.transactions,
+                s.bad_lines,
+                t.elapsed().as_secs_f64(),
+                body.threshold,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

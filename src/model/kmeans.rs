@@ -1,0 +1,279 @@
+//! Unsupervised anomaly model: k-means (linfa-clustering) on the standardised features; the
+//! anomaly distance is the Euclidean distance to the nearest centroid, and the score its
+//! empirical CDF over the training rows (see [`super`]).
+
+use linfa::prelude::*;
+use linfa_clustering::KMeans;
+use ndarray::Array2;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::{standardise, ModelBody, ModelError, Params, Scaler, TrainInfo};
+use crate::features::{FeatureVector, Transform, FEATURES, N_FEATURES};
+
+/// Quantiles of the training distances kept in the file (0, 0.1%, ..., 100%).
+pub const QUANTILES: usize = 1001;
+
+/// Most rows k-means is fitted on (a seeded sample above it); the scaler and the quantiles use
+/// every row.
+pub const MAX_FIT_ROWS: usize = 200_000;
+
+/// Stored parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KMeansParams {
+    /// Centroids in standardised space.
+    pub centroids: Vec<Vec<f32>>,
+    /// Training distance quantiles, ascending.
+    pub distance_quantiles: Vec<f32>,
+}
+
+/// Ready-to-score form: flat centroids.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    scaler: Scaler,
+    centroids: Vec<f32>,
+    k: usize,
+    q: Vec<f32>,
+}
+
+impl Scorer {
+    /// Checks the shapes.
+    pub fn new(p: &KMeansParams, scaler: &Scaler) -> Result<Scorer, String> {
+        if p.centroids.is_empty() || p.centroids.iter().any(|c| c.len() != N_FEATURES) {
+            return Err(format!(
+                "kmeans needs at least one centroid of {N_FEATURES} values"
+            ));
+        }
+        if p.distance_quantiles.len() != QUANTILES
+            || p.distance_quantiles.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err(format!(
+                "kmeans needs {QUANTILES} ascending distance quantiles"
+            ));
+        }
+        Ok(Scorer {
+            scaler: scaler.clone(),
+            centroids: p.centroids.iter().flatten().copied().collect(),
+            k: p.centroids.len(),
+            q: p.distance_quantiles.clone(),
+        })
+    }
+
+    /// (nearest centroid, squared distance) of a standardised row.
+    #[inline]
+    fn nearest(&self, z: &FeatureVector) -> (usize, f32) {
+        let mut best = (0, f32::INFINITY);
+        for c in 0..self.k {
+            let cen = &self.centroids[c * N_FEATURES..(c + 1) * N_FEATURES];
+            let mut d = 0.0f32;
+            for i in 0..N_FEATURES {
+                let t = z[i] - cen[i];
+                d += t * t;
+            }
+            if d < best.1 {
+                best = (c, d);
+            }
+        }
+        best
+    }
+
+    /// Anomaly distance of a raw feature vector.
+    #[inline]
+    pub fn distance(&self, x: &FeatureVector) -> f32 {
+        let mut z = [0.0; N_FEATURES];
+        standardise(x, &self.scaler, &mut z);
+        self.nearest(&z).1.sqrt()
+    }
+
+    /// Score in [0, 1]: see [`cdf_score`].
+    #[inline]
+    pub fn score(&self, x: &FeatureVector) -> f32 {
+        cdf_score(&self.q, self.distance(x))
+    }
+
+    /// Features by their share of the squared distance to the nearest centroid.
+    pub fn explain(&self, x: &FeatureVector, k: usize) -> Vec<(usize, f32)> {
+        let mut z = [0.0; N_FEATURES];
+        standardise(x, &self.scaler, &mut z);
+        let (c, d2) = self.nearest(&z);
+        let cen = &self.centroids[c * N_FEATURES..(c + 1) * N_FEATURES];
+        let mut parts: Vec<(usize, f32)> = (0..N_FEATURES)
+            .map(|i| {
+                let t = z[i] - cen[i];
+                (i, if d2 > 0.0 { t * t / d2 } else { 0.0 })
+            })
+            .collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        parts.truncate(k);
+        parts
+    }
+}
+
+/// Empirical CDF of `d` over the quantiles, scaled into [0, 0.999) below the largest training
+/// distance and rising towards 1 beyond it, continuous and non-decreasing in `d`.
+#[inline]
+pub fn cdf_score(q: &[f32], d: f32) -> f32 {
+    let n = q.len();
+    if n < 2 || d.is_nan() {
+        return 0.0;
+    }
+    let max = q[n - 1];
+    if d >= max {
+        return if d > 0.0 {
+            0.999 + 0.001 * (1.0 - max / d)
+        } else {
+            0.999
+        };
+    }
+    let j = q.partition_point(|&v| v <= d);
+    if j == 0 {
+        return 0.0;
+    }
+    let (lo, hi) = (q[j - 1], q[j]);
+    let frac = if hi > lo { (d - lo) / (hi - lo) } else { 0.0 };
+    0.999 * ((j - 1) as f32 + frac) / (n - 1) as f32
+}
+
+/// The threshold that alerts on a share `alert_rate` of rows like the training ones.
+pub fn threshold_for_rate(alert_rate: f64) -> f32 {
+    (0.999 * (1.0 - alert_rate.clamp(0.0, 1.0))) as f32
+}
+
+/// Scaler over all rows (after the transforms).
+pub fn fit_scaler(rows: &[FeatureVector]) -> Scaler {
+    let n = rows.len().max(1) as f64;
+    let mut mean = [0.0f64; N_FEATURES];
+    let mut sq = [0.0f64; N_FEATURES];
+    for r in rows {
+        for i in 0..N_FEATURES {
+            let v = match FEATURES[i].transform {
+                Transform::Log1p => r[i].max(0.0).ln_1p(),
+                Transform::Identity => r[i],
+            } as f64;
+            mean[i] += v;
+            sq[i] += v * v;
+        }
+    }
+    let mut m = vec![0.0f32; N_FEATURES];
+    let mut s = vec![0.0f32; N_FEATURES];
+    for i in 0..N_FEATURES {
+        let mu = mean[i] / n;
+        m[i] = mu as f32;
+        s[i] = ((sq[i] / n - mu * mu).max(0.0).sqrt() as f32).max(1e-3);
+    }
+    Scaler { mean: m, std: s }
+}
+
+/// Fits the model on `rows` (features of the transactions in [from, to)).
+pub fn train(
+    rows: &[FeatureVector],
+    k: usize,
+    seed: u64,
+    alert_rate: f64,
+    from: &str,
+    to: &str,
+) -> Result<ModelBody, ModelError> {
+    if rows.len() < k.max(2) * 10 {
+        return Err(ModelError::Train(format!(
+            "{} rows is too few for {k} clusters (need at least {})",
+            rows.len(),
+            k.max(2) * 10
+        )));
+    }
+    if !(0.0..1.0).contains(&alert_rate) || alert_rate == 0.0 {
+        return Err(ModelError::Train(format!(
+            "alert rate {alert_rate} must be in (0, 1)"
+        )));
+    }
+    let scaler = fit_scaler(rows);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut idx: Vec<usize> = (0..rows.len()).collect();
+    if idx.len() > MAX_FIT_ROWS {
+        idx.shuffle(&mut rng);
+        idx.truncate(MAX_FIT_ROWS);
+    }
+    let mut data = Array2::<f64>::zeros((idx.len(), N_FEATURES));
+    let mut z = [0.0f32; N_FEATURES];
+    for (r, &i) in idx.iter().enumerate() {
+        standardise(&rows[i], &scaler, &mut z);
+        for c in 0..N_FEATURES {
+            data[[r, c]] = z[c] as f64;
+        }
+    }
+    let dataset = DatasetBase::from(data);
+    let fitted = KMeans::params_with_rng(k, rng)
+        .max_n_iterations(100)
+        .tolerance(1e-4)
+        .fit(&dataset)
+        .map_err(|e| ModelError::Train(format!("k-means: {e}")))?;
+    let centroids: Vec<Vec<f32>> = fitted
+        .centroids()
+        .outer_iter()
+        .map(|row| row.iter().map(|v| *v as f32).collect())
+        .collect();
+    let provisional = KMeansParams {
+        centroids: centroids.clone(),
+        distance_quantiles: vec![0.0; QUANTILES],
+    };
+    let scorer = Scorer::new(&provisional, &scaler).map_err(ModelError::Train)?;
+    let mut d: Vec<f32> = rows.iter().map(|r| scorer.distance(r)).collect();
+    d.sort_by(f32::total_cmp);
+    let q: Vec<f32> = (0..QUANTILES)
+        .map(|j| d[(j * (d.len() - 1)) / (QUANTILES - 1)])
+        .collect();
+    let created = chrono::Utc::now();
+    let version = format!(
+        "kmeans-{}-{:08x}",
+        created.format("%Y%m%dT%H%M%S"),
+        (crate::state::key_of(&format!("{from}{to}{seed}{}", rows.len())) as u32)
+    );
+    Ok(ModelBody {
+        version,
+        feature_names: FEATURES.iter().map(|f| f.name.to_string()).collect(),
+        transforms: super::Model::transform_names(),
+        threshold: threshold_for_rate(alert_rate),
+        scaler,
+        params: Params::Kmeans(KMeansParams {
+            centroids,
+            distance_quantiles: q,
+        }),
+        trained: TrainInfo {
+            from: from.to_string(),
+            to: to.to_string(),
+            rows: rows.len() as u64,
+            alert_rate,
+            created_at: created.to_rfc3339(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdf_is_monotonic_and_bounded() {
+        let q: Vec<f32> = (0..QUANTILES).map(|i| i as f32 / 100.0).collect();
+        let mut prev = -1.0;
+        for step in 0..3000 {
+            let d = step as f32 / 200.0;
+            let s = cdf_score(&q, d);
+            assert!((0.0..=1.0).contains(&s));
+            assert!(s >= prev, "{d}: {s} < {prev}");
+            prev = s;
+        }
+        assert!((cdf_score(&q, 5.0) - 0.4995).abs() < 1e-4);
+        assert!(cdf_score(&q, 1e9) > 0.9999);
+        assert_eq!(cdf_score(&q, f32::NAN), 0.0);
+    }
+
+    #[test]
+    fn too_few_rows_is_an_error() {
+        let rows = vec![[0.0f32; N_FEATURES]; 10];
+        assert!(matches!(
+            train(&rows, 8, 1, 0.01, "a", "b"),
+            Err(ModelError::Train(_))
+        ));
+    }
+}

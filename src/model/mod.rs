@@ -1,0 +1,390 @@
+//! The model file and scoring.
+//!
+//! # File format (`fraudstream.model.v1`)
+//! One JSON object: `{"format":"fraudstream.model.v1","checksum":"sha256:<hex>","model":{...}}`
+//! where the checksum is the SHA-256 of the exact bytes of the `model` value. The body holds the
+//! version, the kind, the feature names (checked against [`crate::features::FEATURES`] at
+//! load), the alert threshold, the scaler and the kind's parameters. See [`ModelBody`].
+//!
+//! # Scores
+//! Every model scores in [0, 1], higher is more suspicious. The unsupervised k-means model's
+//! score is the share of training transactions lying closer to their nearest centroid than this
+//! one (an empirical CDF of the anomaly distance), so a threshold of `1 - r` alerts on about a
+//! share `r` of traffic like the training data.
+
+pub mod kmeans;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::features::{FeatureVector, Transform, FEATURES, N_FEATURES};
+
+/// The format tag of model files.
+pub const FORMAT: &str = "fraudstream.model.v1";
+
+/// z-scores are clipped to this magnitude so one extreme feature cannot swamp the rest.
+pub const Z_CLIP: f32 = 20.0;
+
+/// A model file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// File unreadable.
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not a model file.
+    #[error("model file {path} is not a {FORMAT} file: {detail}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Checksum mismatch: the file was changed or truncated.
+    #[error("model file {path}: checksum {found} does not match its content ({computed})")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// Stored.
+        found: String,
+        /// Computed.
+        computed: String,
+    },
+    /// Trained on another feature list.
+    #[error("model file {path} was trained on other features: {detail}; retrain it with `fraudstream train`")]
+    Features {
+        /// The file.
+        path: PathBuf,
+        /// First difference.
+        detail: String,
+    },
+    /// Training impossible.
+    #[error("cannot train: {0}")]
+    Train(String),
+}
+
+/// Per-feature standardisation after the transform.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Scaler {
+    /// Means of the transformed features.
+    pub mean: Vec<f32>,
+    /// Standard deviations (floored at 1e-6).
+    pub std: Vec<f32>,
+}
+
+/// What the model was trained on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainInfo {
+    /// Start of the training range (inclusive), RFC 3339.
+    pub from: String,
+    /// End of the training range (exclusive), RFC 3339.
+    pub to: String,
+    /// Rows used.
+    pub rows: u64,
+    /// Alert rate the threshold was chosen for.
+    pub alert_rate: f64,
+    /// When it was trained.
+    pub created_at: String,
+}
+
+/// Parameters by model kind.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Params {
+    /// Unsupervised: distance to the nearest k-means centroid (linfa-clustering).
+    Kmeans(kmeans::KMeansParams),
+}
+
+/// The model file's body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelBody {
+    /// Version, e.g. `kmeans-20180401-1a2b3c4d`; in every alert and in `fraud_build_info`.
+    pub version: String,
+    /// Feature names, in order.
+    pub feature_names: Vec<String>,
+    /// Transform of each feature ("log1p" or "identity").
+    pub transforms: Vec<String>,
+    /// Alert when score >= threshold.
+    pub threshold: f32,
+    /// Standardisation.
+    pub scaler: Scaler,
+    /// Kind-specific parameters.
+    pub params: Params,
+    /// Provenance.
+    pub trained: TrainInfo,
+}
+
+#[derive(Deserialize)]
+struct FileRef<'a> {
+    format: String,
+    checksum: String,
+    #[serde(borrow)]
+    model: &'a serde_json::value::RawValue,
+}
+
+/// A loaded, checked model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    body: ModelBody,
+    kmeans: kmeans::Scorer,
+}
+
+/// What a model says about one transaction.
+pub trait Predict: Send + Sync {
+    /// Score in [0, 1].
+    fn score(&self, x: &FeatureVector) -> f32;
+    /// The features that pushed the score up most, strongest first, with their share.
+    fn explain(&self, x: &FeatureVector, k: usize) -> Vec<(usize, f32)>;
+}
+
+fn transform_name(t: Transform) -> &'static str {
+    match t {
+        Transform::Log1p => "log1p",
+        Transform::Identity => "identity",
+    }
+}
+
+/// Applies each feature's transform and the scaler, clipping to ±[`Z_CLIP`].
+#[inline]
+pub fn standardise(x: &FeatureVector, scaler: &Scaler, out: &mut FeatureVector) {
+    for i in 0..N_FEATURES {
+        let v = match FEATURES[i].transform {
+            Transform::Log1p => x[i].max(0.0).ln_1p(),
+            Transform::Identity => x[i],
+        };
+        let z = (v - scaler.mean[i]) / scaler.std[i];
+        out[i] = if z.is_finite() {
+            z.clamp(-Z_CLIP, Z_CLIP)
+        } else {
+            0.0
+        };
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Model {
+    /// Checks a body against the feature list and builds the scorer.
+    pub fn from_body(body: ModelBody, path: &Path) -> Result<Model, ModelError> {
+        let expected: Vec<&str> = FEATURES.iter().map(|d| d.name).collect();
+        if body.feature_names.len() != expected.len()
+            || body
+                .feature_names
+                .iter()
+                .zip(&expected)
+                .any(|(a, b)| a != b)
+        {
+            let detail = match body
+                .feature_names
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+            {
+                Some(i) => format!(
+                    "feature {i} is {:?} in the file, {:?} in this build",
+                    body.feature_names[i], expected[i]
+                ),
+                None => format!(
+                    "{} features in the file, {} in this build",
+                    body.feature_names.len(),
+                    expected.len()
+                ),
+            };
+            return Err(ModelError::Features {
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
+        for (i, (t, d)) in body.transforms.iter().zip(FEATURES.iter()).enumerate() {
+            if t != transform_name(d.transform) {
+                return Err(ModelError::Features {
+                    path: path.to_path_buf(),
+                    detail: format!("feature {i} {} has transform {t:?}", d.name),
+                });
+            }
+        }
+        let bad = |detail: String| ModelError::Format {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if body.scaler.mean.len() != N_FEATURES || body.scaler.std.len() != N_FEATURES {
+            return Err(bad(format!("scaler must have {N_FEATURES} means and stds")));
+        }
+        if !(0.0..=1.0).contains(&body.threshold) {
+            return Err(bad(format!(
+                "threshold {} is outside [0, 1]",
+                body.threshold
+            )));
+        }
+        let kmeans = match &body.params {
+            Params::Kmeans(p) => kmeans::Scorer::new(p, &body.scaler).map_err(bad)?,
+        };
+        Ok(Model { body, kmeans })
+    }
+
+    /// Reads, verifies and checks a model file.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses model file text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Model, ModelError> {
+        let bad = |detail: String| ModelError::Format {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let file: FileRef<'_> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if file.format != FORMAT {
+            return Err(bad(format!("format is {:?}", file.format)));
+        }
+        let computed = format!("sha256:{}", sha256_hex(file.model.get().as_bytes()));
+        if computed != file.checksum {
+            return Err(ModelError::Checksum {
+                path: path.to_path_buf(),
+                found: file.checksum,
+                computed,
+            });
+        }
+        let body: ModelBody =
+            serde_json::from_str(file.model.get()).map_err(|e| bad(e.to_string()))?;
+        Self::from_body(body, path)
+    }
+
+    /// The file text of a body, with its checksum.
+    pub fn to_file_text(body: &ModelBody) -> Result<String, serde_json::Error> {
+        let model = serde_json::to_string_pretty(body)?;
+        let checksum = format!("sha256:{}", sha256_hex(model.as_bytes()));
+        Ok(format!(
+            "{{\"format\":\"{FORMAT}\",\"checksum\":\"{checksum}\",\"model\":{model}}}\n"
+        ))
+    }
+
+    /// Writes a body atomically (temporary file, then rename).
+    pub fn save(body: &ModelBody, path: &Path) -> Result<(), ModelError> {
+        let io = |source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = Self::to_file_text(body).map_err(|e| ModelError::Format {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The body.
+    pub fn body(&self) -> &ModelBody {
+        &self.body
+    }
+
+    /// Version string.
+    pub fn version(&self) -> &str {
+        &self.body.version
+    }
+
+    /// Stored threshold.
+    pub fn threshold(&self) -> f32 {
+        self.body.threshold
+    }
+
+    /// The transforms of this build, for new bodies.
+    pub fn transform_names() -> Vec<String> {
+        FEATURES
+            .iter()
+            .map(|d| transform_name(d.transform).to_string())
+            .collect()
+    }
+}
+
+impl Predict for Model {
+    #[inline]
+    fn score(&self, x: &FeatureVector) -> f32 {
+        self.kmeans.score(x)
+    }
+
+    fn explain(&self, x: &FeatureVector, k: usize) -> Vec<(usize, f32)> {
+        self.kmeans.explain(x, k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_rows() -> Vec<FeatureVector> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        (0..2000)
+            .map(|_| {
+                let mut r = [0.0f32; N_FEATURES];
+                for v in r.iter_mut() {
+                    *v = rng.gen_range(0.0..10.0);
+                }
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_and_checksum() {
+        let body = kmeans::train(&tiny_rows(), 4, 1, 0.01, "2018-04-01", "2018-04-08").unwrap();
+        let text = Model::to_file_text(&body).unwrap();
+        let m = Model::parse(&text, Path::new("m.json")).expect("loads");
+        assert_eq!(m.body(), &body);
+        let x = tiny_rows()[3];
+        let s = m.score(&x);
+        assert!((0.0..=1.0).contains(&s));
+        // Tampering is caught.
+        let tampered = text.replacen("\"rows\": 2000", "\"rows\": 2001", 1);
+        assert_ne!(tampered, text);
+        assert!(matches!(
+            Model::parse(&tampered, Path::new("m.json")),
+            Err(ModelError::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn feature_mismatch_is_clear() {
+        let mut body = kmeans::train(&tiny_rows(), 4, 1, 0.01, "2018-04-01", "2018-04-08").unwrap();
+        body.feature_names[2] = "something_else".into();
+        let text = Model::to_file_text(&body).unwrap();
+        let e = Model::parse(&text, Path::new("m.json")).unwrap_err();
+        assert!(
+            e.to_string().contains("feature 2 is \"something_else\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn outliers_score_high() {
+        let rows = tiny_rows();
+        let body = kmeans::train(&rows, 4, 1, 0.01, "a", "b").unwrap();
+        let m = Model::from_body(body, Path::new("m")).unwrap();
+        let mut odd = rows[0];
+        odd[0] = 1e6;
+        odd[18] = 500.0;
+        assert!(m.score(&odd) > 0.99, "{}", m.score(&odd));
+        let top = m.explain(&odd, 2);
+        assert!(top.iter().any(|(i, _)| *i == 0 || *i == 18), "{top:?}");
+        // About 1% of the training rows reach the threshold.
+        let alerts = rows.iter().filter(|r| m.score(r) >= m.threshold()).count();
+        assert!((5..=60).contains(&alerts), "{alerts}");
+    }
+}

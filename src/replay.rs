@@ -1,0 +1,319 @@
+//! `score` and `train` over files, through the same decode → state → features → model code as
+//! the worker. Labels become visible at their `reported_at`, or `label_delay` after their
+//! transaction when they have none; never earlier, and never before their transaction.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::{InputConfig, StateConfig};
+use crate::decode::{decode, decode_label, Label, Transaction};
+use crate::engine::{observe, Engine};
+use crate::features::FeatureVector;
+use crate::state::State;
+
+/// A replay that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// File unreadable or unwritable.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A bad line in the labels file.
+    #[error("{path}:{line}: {detail}")]
+    BadLabel {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Counts of one replay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Lines read.
+    pub lines: u64,
+    /// Valid transactions processed.
+    pub transactions: u64,
+    /// Bad lines (reported on stderr).
+    pub bad_lines: u64,
+    /// Alerts (score only).
+    pub alerts: u64,
+    /// Late events.
+    pub late: u64,
+    /// Labels applied to state.
+    pub labels_applied: u64,
+    /// Labels whose transaction never appeared.
+    pub labels_unmatched: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
+    move |source| ReplayError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Opens a `.jsonl` or `.jsonl.gz` file.
+pub fn open_lines(path: &Path) -> Result<Box<dyn BufRead>, ReplayError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let r: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 20, r)))
+}
+
+/// Reads a labels file (frauds only are kept).
+pub fn read_labels(path: &Path) -> Result<Vec<Label>, ReplayError> {
+    let mut out = Vec::new();
+    let mut r = open_lines(path)?;
+    let mut buf = String::new();
+    let mut line = 0u64;
+    loop {
+        buf.clear();
+        if r.read_line(&mut buf).map_err(io_err(path))? == 0 {
+            break;
+        }
+        line += 1;
+        if buf.trim().is_empty() {
+            continue;
+        }
+        let l = decode_label(buf.trim().as_bytes()).map_err(|e| ReplayError::BadLabel {
+            path: path.to_path_buf(),
+            line,
+            detail: e.to_string(),
+        })?;
+        if l.fraud {
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+/// Releases labels into the state at their visibility time.
+pub struct LabelFeed {
+    by_tx: HashMap<String, Label>,
+    due: BinaryHeap<Reverse<(i64, u64)>>,
+    scheduled: Vec<Label>,
+    delay_ms: i64,
+}
+
+impl LabelFeed {
+    /// Labels waiting for their transactions.
+    pub fn new(labels: Vec<Label>, delay_ms: i64) -> LabelFeed {
+        LabelFeed {
+            by_tx: labels.into_iter().map(|l| (l.tx_id.clone(), l)).collect(),
+            due: BinaryHeap::new(),
+            scheduled: Vec::new(),
+            delay_ms,
+        }
+    }
+
+    /// Applies every label visible at or before `now_ms`.
+    pub fn release(&mut self, state: &State, now_ms: i64, summary: &mut ReplaySummary) {
+        while let Some(Reverse((at, i))) = self.due.peek().copied() {
+            if at > now_ms {
+                break;
+            }
+            self.due.pop();
+            state.apply_label(&self.scheduled[i as usize]);
+            summary.labels_applied += 1;
+        }
+    }
+
+    /// Called after a transaction was observed: schedules its label, if any.
+    pub fn seen(&mut self, tx: &Transaction<'_>) {
+        if self.by_tx.is_empty() {
+            return;
+        }
+        if let Some(l) = self.by_tx.remove(tx.tx_id.as_ref()) {
+            let at = l
+                .reported_at
+                .unwrap_or(tx.ts.saturating_add(self.delay_ms))
+                .max(tx.ts);
+            self.due.push(Reverse((at, self.scheduled.len() as u64)));
+            self.scheduled.push(l);
+        }
+    }
+
+    /// Labels whose transaction never appeared.
+    pub fn unmatched(&self) -> u64 {
+        self.by_tx.len() as u64
+    }
+}
+
+/// Replays `transactions` in file order, calling `each` for every valid transaction with its
+/// 1-based line. `stop_at_ms`: stop at the first transaction at or after it.
+pub fn replay<F>(
+    transactions: &Path,
+    labels: Option<&Path>,
+    label_delay_ms: i64,
+    state: &State,
+    input: &InputConfig,
+    stop_at_ms: Option<i64>,
+    mut each: F,
+) -> Result<ReplaySummary, ReplayError>
+where
+    F: FnMut(&Transaction<'_>, bool, &FeatureVector) -> Result<(), ReplayError>,
+{
+    let mut feed = match labels {
+        Some(p) => Some(LabelFeed::new(read_labels(p)?, label_delay_ms)),
+        None => None,
+    };
+    let mut s = ReplaySummary::default();
+    let mut r = open_lines(transactions)?;
+    let mut buf = Vec::with_capacity(1024);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let stderr = std::io::stderr();
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)
+            .map_err(io_err(transactions))?
+            == 0
+        {
+            break;
+        }
+        s.lines += 1;
+        let line = trim_ascii(&buf);
+        if line.is_empty() {
+            continue;
+        }
+        let tx = match decode(line, input, now_ms) {
+            Ok(tx) => tx,
+            Err(e) => {
+                s.bad_lines += 1;
+                let _ = writeln!(
+                    stderr.lock(),
+                    "{}:{}: {} ({})",
+                    transactions.display(),
+                    s.lines,
+                    e,
+                    e.reason()
+                );
+                continue;
+            }
+        };
+        if stop_at_ms.is_some_and(|t| tx.ts >= t) {
+            break;
+        }
+        if let Some(f) = feed.as_mut() {
+            f.release(state, tx.ts, &mut s);
+        }
+        let o = observe(state, &tx);
+        if let Some(f) = feed.as_mut() {
+            f.seen(&tx);
+        }
+        s.transactions += 1;
+        s.late += u64::from(o.late);
+        each(&tx, o.late, &o.features)?;
+    }
+    if let Some(f) = &feed {
+        s.labels_unmatched = f.unmatched();
+    }
+    Ok(s)
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end.max(start)]
+}
+
+/// `fraudstream score`: writes `tx_id,score,alert` for every valid transaction.
+pub fn score_file(
+    engine: &Engine,
+    transactions: &Path,
+    labels: Option<&Path>,
+    label_delay_ms: i64,
+    input: &InputConfig,
+    out: &Path,
+) -> Result<ReplaySummary, ReplayError> {
+    use crate::model::Predict;
+    let f = File::create(out).map_err(io_err(out))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    writeln!(w, "tx_id,score,alert").map_err(io_err(out))?;
+    let mut alerts = 0u64;
+    let model = engine.model();
+    let threshold = engine.threshold();
+    let mut s = replay(
+        transactions,
+        labels,
+        label_delay_ms,
+        &engine.state,
+        input,
+        None,
+        |tx, _late, fv| {
+            let score = model.score(fv);
+            let alert = score >= threshold;
+            alerts += u64::from(alert);
+            writeln!(
+                w,
+                "{},{:.6},{}",
+                csv_field(&tx.tx_id),
+                score,
+                u8::from(alert)
+            )
+            .map_err(io_err(out))
+        },
+    )?;
+    w.flush().map_err(io_err(out))?;
+    s.alerts = alerts;
+    Ok(s)
+}
+
+/// Quotes a CSV field when needed.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        std::borrow::Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// Features of the transactions with ts in [from, to), state warmed by everything before.
+pub fn training_rows(
+    transactions: &Path,
+    labels: Option<&Path>,
+    label_delay_ms: i64,
+    state_cfg: &StateConfig,
+    input: &InputConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<(Vec<FeatureVector>, Vec<String>, ReplaySummary), ReplayError> {
+    let state = State::new(state_cfg);
+    let mut rows = Vec::new();
+    let mut ids = Vec::new();
+    let s = replay(
+        transactions,
+        labels,
+        label_delay_ms,
+        &state,
+        input,
+        Some(to_ms),
+        |tx, _late, fv| {
+            if tx.ts >= from_ms {
+                rows.push(*fv);
+                ids.push(tx.tx_id.to_string());
+            }
+            Ok(())
+        },
+    )?;
+    Ok((rows, ids, s))
+}
