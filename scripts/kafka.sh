@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka (KRaft, no ZooKeeper) on 127.0.0.1:9092 for development and tests.
 #
-# Usage: scripts/kafka.sh start|stop|restart|status|reset|logs|topics [TopicCommand args...]
+# Usage: scripts/kafka.sh start|stop|restart|status|reset|logs|topics [TopicCommand args...]|consume TOPIC [MAX]
 #
 #   start    resolve the jars (first time only), format storage (first time only), start the broker
 #            in the background and wait until it answers; idempotent
@@ -309,6 +309,17 @@ cmd_topics() {
     run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" "$@"
 }
 
+# consume TOPIC [MAX]: print up to MAX messages (default 10) from the beginning, with keys and
+# headers, then exit (10 s without a new message also ends it).
+cmd_consume() {
+    local topic="${1:?usage: scripts/kafka.sh consume TOPIC [MAX]}" max="${2:-10}"
+    need_java
+    ensure_libs
+    run_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" \
+        --topic "$topic" --from-beginning --max-messages "$max" --timeout-ms 10000 \
+        --property print.key=true --property print.headers=true 2>/dev/null || true
+}
+
 cmd_logs() {
     [[ -f "$LOG_FILE" ]] || die "no log yet at $LOG_FILE"
     exec tail -n 100 -F "$LOG_FILE"
@@ -328,6 +339,7 @@ main() {
     status) cmd_status ;;
     reset) cmd_reset ;;
     topics) cmd_topics "$@" ;;
+    consume) cmd_consume "$@" ;;
     logs) cmd_logs ;;
     -h | --help | help) usage ;;
     *)

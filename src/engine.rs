@@ -106,7 +106,13 @@ impl Engine {
         self.model
             .explain(&d.features, k)
             .into_iter()
-            .map(|(i, _)| features::describe(i, d.features[i]))
+            .map(|(i, _)| {
+                format!(
+                    "{} (typical {})",
+                    features::describe(i, d.features[i]),
+                    features::format_value(i, self.model.typical(i))
+                )
+            })
             .collect()
     }
 }

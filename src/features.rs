@@ -418,14 +418,19 @@ pub fn merchant_features(m: &MerchantState, tx: &Transaction<'_>, out: &mut Feat
 /// Formats a feature's value for an analyst.
 pub fn describe(i: usize, value: f32) -> String {
     let d = &FEATURES[i.min(N_FEATURES - 1)];
-    let v = match d.unit {
+    d.words.replacen("{}", &format_value(i, value), 1)
+}
+
+/// A feature's value in its unit, as [`describe`] writes it.
+pub fn format_value(i: usize, value: f32) -> String {
+    let d = &FEATURES[i.min(N_FEATURES - 1)];
+    match d.unit {
         "flag" | "transactions" | "frauds" => format!("{value:.0}"),
         "ratio" if d.name.contains("fraud_rate") => format!("{:.1}%", value * 100.0),
         "ratio" | "std devs" => format!("{value:.1}"),
         "seconds" => format!("{value:.0}"),
         _ => format!("{value:.2}"),
-    };
-    d.words.replacen("{}", &v, 1)
+    }
 }
 
 #[cfg(test)]

@@ -165,7 +165,21 @@ impl Metrics {
         )?;
         let event_lag = Histogram::with_opts(
             HistogramOpts::new(EVENT_LAG, "Wall clock minus event time, seconds.").buckets(vec![
-                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86400.0,
+                0.01,
+                0.05,
+                0.1,
+                0.5,
+                1.0,
+                5.0,
+                10.0,
+                30.0,
+                60.0,
+                300.0,
+                3600.0,
+                86400.0,
+                604800.0,
+                2_592_000.0,
+                31_536_000.0,
             ]),
         )?;
         let score = Histogram::with_opts(

@@ -304,6 +304,16 @@ impl Model {
         self.body.threshold
     }
 
+    /// A typical value of feature `i` in the training data (the inverse transform of the
+    /// scaler's mean), for reason texts.
+    pub fn typical(&self, i: usize) -> f32 {
+        let m = self.body.scaler.mean.get(i).copied().unwrap_or(0.0);
+        match FEATURES.get(i).map(|d| d.transform) {
+            Some(Transform::Log1p) => m.exp_m1(),
+            _ => m,
+        }
+    }
+
     /// The transforms of this build, for new bodies.
     pub fn transform_names() -> Vec<String> {
         FEATURES

@@ -1,0 +1,116 @@
+//! The binary's offline commands and configuration checks.
+
+use std::process::Command;
+
+use super::util::{root, unique};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fraudstream"));
+    c.current_dir(root());
+    c
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_2() {
+    let dir = std::env::temp_dir().join(unique("cfg"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "[topics]\npartitions = 0\nalerts = \"transactions\"\n[metrics]\nlisten = \"nope\"\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&f)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("topics.partitions"), "{err}");
+    assert!(err.contains("topics.alerts"), "{err}");
+    assert!(err.contains("metrics.listen"), "{err}");
+    let ok = bin().arg("check-config").output().expect("runs");
+    assert!(ok.status.success());
+}
+
+#[test]
+fn env_override_typo_is_refused() {
+    let out = bin()
+        .arg("check-config")
+        .env("FRAUD__TOPICS__ALERTZ", "x")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("topics.alertz: unknown key"));
+}
+
+/// `score` over the committed fixture prints a score per valid transaction and reports the bad
+/// lines with their line numbers.
+#[test]
+fn score_fixture_writes_a_row_per_valid_transaction() {
+    let out_csv = std::env::temp_dir().join(format!("{}.csv", unique("score")));
+    let out = bin()
+        .args([
+            "score",
+            "--transactions",
+            "fixtures/transactions.jsonl",
+            "--labels",
+            "fixtures/labels.jsonl",
+            "--model",
+            "models/default.json",
+            "--out",
+        ])
+        .arg(&out_csv)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines =
+        std::fs::read_to_string(root().join("fixtures/transactions.jsonl")).expect("fixture");
+    let total = lines.lines().filter(|l| !l.trim().is_empty()).count();
+    let bad = err
+        .lines()
+        .filter(|l| l.contains("fixtures/transactions.jsonl:"))
+        .count();
+    assert!(bad >= 3, "the fixture has bad lines: {err}");
+    let csv = std::fs::read_to_string(&out_csv).expect("csv");
+    assert_eq!(csv.lines().next(), Some("tx_id,score,alert"));
+    assert_eq!(csv.lines().count() - 1, total - bad);
+    for row in csv.lines().skip(1) {
+        let cols: Vec<&str> = row.split(',').collect();
+        let s: f32 = cols[1].parse().expect("score");
+        assert!((0.0..=1.0).contains(&s));
+        assert!(cols[2] == "0" || cols[2] == "1");
+    }
+}
+
+#[test]
+fn train_then_score_round_trip() {
+    let dir = std::env::temp_dir().join(unique("train"));
+    let model = dir.join("m.json");
+    let out = bin()
+        .args([
+            "train",
+            "--transactions",
+            "fixtures/transactions.jsonl",
+            "--labels",
+            "fixtures/labels.jsonl",
+            "--from",
+            "2018-04-05",
+            "--to",
+            "2018-04-15",
+            "--clusters",
+            "4",
+            "--out",
+        ])
+        .arg(&model)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fraudstream::model::Model::load(&model).expect("the trained model loads");
+}

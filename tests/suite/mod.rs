@@ -1,0 +1,3 @@
+mod cli;
+mod util;
+mod worker;

@@ -1,0 +1,277 @@
+//! Helpers for the real-broker tests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fraudstream::config::{self, Config};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The broker under test.
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
+}
+
+/// A unique suffix per test.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// A free local port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Repo root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Defaults with random topics and group, `partitions` per topic, a free metrics port.
+pub fn test_config(name: &str, partitions: i32) -> Config {
+    let mut c = config::load(None).expect("default config");
+    let id = unique(name);
+    c.kafka.bootstrap_servers = bootstrap();
+    c.kafka.group_id = format!("g-{id}");
+    c.kafka.statistics_interval_ms = 1000;
+    c.topics.transactions = format!("tx-{id}");
+    c.topics.alerts = format!("alerts-{id}");
+    c.topics.dead_letter = format!("dlq-{id}");
+    c.topics.labels = format!("labels-{id}");
+    c.topics.partitions = partitions;
+    c.model.path = root().join("models/default.json");
+    c.metrics_listen = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    c.drain_timeout_ms = 10_000;
+    c
+}
+
+/// A worker running in this process.
+pub struct Worker {
+    pub token: CancellationToken,
+    pub handle: JoinHandle<Result<(), fraudstream::pipeline::PipelineError>>,
+    pub metrics_url: String,
+}
+
+impl Worker {
+    pub fn start(cfg: &Config) -> Worker {
+        let token = CancellationToken::new();
+        let metrics_url = format!("http://{}", cfg.metrics_listen);
+        let handle = tokio::spawn(fraudstream::pipeline::run(
+            cfg.clone(),
+            token.clone(),
+            prometheus::Registry::new(),
+        ));
+        Worker {
+            token,
+            handle,
+            metrics_url,
+        }
+    }
+
+    /// Waits until /readyz answers 200.
+    pub async fn ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((200, _)) = http_get(&format!("{}/readyz", self.metrics_url)).await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "worker not ready in {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The value of a metric line that starts with `prefix` (summed over matching lines).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = http_get(&format!("{}/metrics", self.metrics_url))
+            .await
+            .unwrap_or((0, String::new()));
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Cancels (as SIGTERM does) and waits for a clean exit.
+    pub async fn stop(self) {
+        self.token.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("worker stops within 30 s")
+            .expect("worker task joins");
+        r.expect("worker exits cleanly");
+    }
+}
+
+/// Minimal HTTP GET over a TCP socket: (status, body).
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Produces lines (key = account_id when the line has one) and waits for every ack.
+pub async fn produce_lines(topic: &str, lines: &[Vec<u8>]) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut futs = Vec::new();
+    for l in lines {
+        let key = serde_json::from_slice::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v.get("account_id")?.as_str().map(str::to_string));
+        let p = p.clone();
+        let topic = topic.to_string();
+        let l = l.clone();
+        futs.push(async move {
+            let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).payload(&l);
+            if let Some(k) = &key {
+                rec = rec.key(k.as_str());
+            }
+            p.send(rec, Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        });
+    }
+    for r in futures::future::join_all(futs).await {
+        r.expect("produced");
+    }
+}
+
+/// Creates a topic (the worker would too; producers need it first).
+pub async fn create_topics(cfg: &Config) {
+    let c = cfg.clone();
+    tokio::task::spawn_blocking(move || fraudstream::source::ensure_topics(&c))
+        .await
+        .expect("join")
+        .expect("topics");
+}
+
+/// A consumed message: key, payload, headers.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads `topic` from the beginning until `want` messages or `timeout`.
+pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Got> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
+                .expect("tpl");
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let mut headers = HashMap::new();
+            if let Some(h) = m.headers() {
+                for i in 0..h.count() {
+                    let hd = h.get(i);
+                    headers.insert(
+                        hd.key.to_string(),
+                        String::from_utf8_lossy(hd.value.unwrap_or_default()).to_string(),
+                    );
+                }
+            }
+            out.push(Got {
+                key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Committed offsets of `group` on `topic`, by partition.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    got.elements()
+        .iter()
+        .map(|e| {
+            (
+                e.partition(),
+                match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Lines of a file.
+pub fn file_lines(p: &Path) -> Vec<Vec<u8>> {
+    std::fs::read_to_string(p)
+        .expect("read")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.as_bytes().to_vec())
+        .collect()
+}
+
+/// A generated data set in a temp folder.
+pub fn generated(name: &str, accounts: usize, days: u32) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    let opts = fraudstream::generate::GenerateOptions {
+        accounts,
+        merchants: (accounts / 10).max(5),
+        days,
+        seed: 11,
+        ..Default::default()
+    };
+    fraudstream::generate::generate(&opts, &dir).expect("generate");
+    dir
+}

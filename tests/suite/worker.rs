@@ -1,0 +1,315 @@
+//! The worker against the real broker: alerts, dead letters, offsets, restart, scale-out.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fraudstream::config::Config;
+use fraudstream::engine::Engine;
+use fraudstream::model::Model;
+
+use super::util::*;
+
+fn alert_ids(msgs: &[Got]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("alert is JSON");
+            v["tx_id"].as_str().expect("tx_id").to_string()
+        })
+        .collect()
+}
+
+/// The issue's acceptance test: on a one-partition topic the worker alerts on exactly the
+/// transactions that `fraudstream score` flags over the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_alerts_exactly_what_score_flags_on_one_partition() {
+    let dir = generated("equal", 400, 21);
+    let tx_path = dir.join("transactions.jsonl");
+    let cfg: Config = test_config("equal", 1);
+
+    // Offline: the `score` code path.
+    let model = Model::load(&cfg.model.path).expect("model");
+    let engine = Engine::new(model, cfg.model.threshold, &cfg.state);
+    let csv = dir.join("scores.csv");
+    let summary = fraudstream::replay::score_file(&engine, &tx_path, None, 0, &cfg.input, &csv)
+        .expect("score");
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let expected: HashSet<String> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.ends_with(",1"))
+        .map(|l| l.split(',').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(summary.alerts as usize, expected.len());
+    assert!(
+        expected.len() > 10,
+        "the data should raise some alerts, got {}",
+        expected.len()
+    );
+
+    // Online: the worker on a one-partition topic.
+    create_topics(&cfg).await;
+    let w = Worker::start(&cfg);
+    w.ready(Duration::from_secs(60)).await;
+    produce_lines(&cfg.topics.transactions, &file_lines(&tx_path)).await;
+    let alerts_topic = cfg.topics.alerts.clone();
+    let n = expected.len();
+    let got = tokio::task::spawn_blocking(move || {
+        read_topic(&alerts_topic, n + 1, Duration::from_secs(60))
+    })
+    .await
+    .expect("join");
+    let got_ids = alert_ids(&got);
+    let got_set: HashSet<String> = got_ids.iter().cloned().collect();
+    assert_eq!(
+        got_ids.len(),
+        got_set.len(),
+        "no duplicate alerts in one clean run"
+    );
+    let missing: Vec<_> = expected.difference(&got_set).take(5).collect();
+    let extra: Vec<_> = got_set.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "worker and score differ: missing {missing:?}, extra {extra:?}"
+    );
+
+    // Alert format.
+    let a: serde_json::Value = serde_json::from_slice(&got[0].payload).expect("json");
+    for k in [
+        "alert_id",
+        "tx_id",
+        "account_id",
+        "merchant_id",
+        "ts",
+        "detected_at",
+        "score",
+        "threshold",
+        "model_version",
+        "reasons",
+        "transaction",
+    ] {
+        assert!(a.get(k).is_some(), "alert lacks {k}: {a}");
+    }
+    assert!(a["alert_id"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with(&format!("{}/0/", cfg.topics.transactions)));
+    assert!(!a["reasons"].as_array().expect("reasons").is_empty());
+    assert_eq!(a["transaction"]["tx_id"], a["tx_id"]);
+    assert_eq!(got[0].key.as_deref(), a["account_id"].as_str());
+    assert_eq!(
+        w.metric("fraud_decisions_total{decision=\"alert\"}").await as usize,
+        n
+    );
+    w.stop().await;
+}
+
+/// Bad messages go to the dead-letter topic unchanged, with headers, and offsets move past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_are_dead_lettered_and_offsets_advance_past_them() {
+    let cfg = test_config("dlq", 1);
+    create_topics(&cfg).await;
+    let good = |id: &str| {
+        format!(r#"{{"tx_id":"{id}","ts":"2018-04-01T00:00:31Z","account_id":"c1","merchant_id":"m1","amount":5.0,"currency":"EUR"}}"#).into_bytes()
+    };
+    let lines: Vec<Vec<u8>> = vec![
+        good("g1"),
+        b"this is not json".to_vec(),
+        good("g2"),
+        br#"{"tx_id":"b2","ts":"2018-04-01T00:00:31Z","account_id":"c1","merchant_id":"m1","amount":-1,"currency":"EUR"}"#.to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        br#"{"tx_id":"b4","ts":"2018-04-01T00:00:31Z","merchant_id":"m1","amount":1,"currency":"EUR"}"#.to_vec(),
+        good("g3"),
+    ];
+    produce_lines(&cfg.topics.transactions, &lines).await;
+    let w = Worker::start(&cfg);
+    w.ready(Duration::from_secs(60)).await;
+    let dlq = cfg.topics.dead_letter.clone();
+    let got = tokio::task::spawn_blocking(move || read_topic(&dlq, 4, Duration::from_secs(30)))
+        .await
+        .expect("join");
+    assert_eq!(got.len(), 4, "{got:?}");
+    let by_offset = |o: &str| {
+        got.iter()
+            .find(|g| g.headers.get("fraud.source.offset").map(String::as_str) == Some(o))
+            .unwrap_or_else(|| panic!("no dead letter for offset {o}: {got:?}"))
+    };
+    let b1 = by_offset("1");
+    assert_eq!(b1.payload, b"this is not json");
+    assert_eq!(b1.headers["fraud.error.code"], "not_json");
+    assert_eq!(b1.headers["fraud.source.topic"], cfg.topics.transactions);
+    assert_eq!(b1.headers["fraud.source.partition"], "0");
+    assert!(b1.headers.contains_key("fraud.failed_at"));
+    let b2 = by_offset("3");
+    assert_eq!(b2.headers["fraud.error.code"], "invalid_amount");
+    assert!(b2.headers["fraud.error.message"].contains("-1 is negative"));
+    assert_eq!(b2.payload, lines[3]);
+    let b3 = by_offset("4");
+    assert_eq!(b3.headers["fraud.error.code"], "not_utf8");
+    assert_eq!(b3.payload, vec![0xff, 0xfe, 0x00]);
+    let b4 = by_offset("5");
+    assert_eq!(b4.headers["fraud.error.code"], "missing_field");
+    assert!(b4.headers["fraud.error.message"].contains("account_id"));
+    assert_eq!(
+        w.metric("fraud_messages_discarded_total{reason=\"not_json\"}")
+            .await,
+        1.0
+    );
+    w.stop().await;
+    let c = committed(&cfg.kafka.group_id, &cfg.topics.transactions, 1);
+    assert_eq!(
+        c[&0], 7,
+        "committed offset is past every message, poison included"
+    );
+}
+
+fn zero_threshold(mut cfg: Config) -> Config {
+    // Every event alerts, so the alerts topic shows which events were processed.
+    cfg.model.threshold = Some(0.0);
+    cfg
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"tx_id":"{prefix}{i}","ts":{},"account_id":"c{}","merchant_id":"m{}","amount":{}.5,"currency":"EUR"}}"#,
+                1_522_540_800_000i64 + i as i64 * 1000,
+                i % 37,
+                i % 7,
+                i % 90
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// A worker stopped and restarted resumes from its committed offsets: no event is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_committed_offsets_without_loss() {
+    let cfg = zero_threshold(test_config("restart", 2));
+    create_topics(&cfg).await;
+    produce_lines(&cfg.topics.transactions, &numbered("a", 150)).await;
+    let w = Worker::start(&cfg);
+    w.ready(Duration::from_secs(60)).await;
+    let alerts = cfg.topics.alerts.clone();
+    let first =
+        tokio::task::spawn_blocking(move || read_topic(&alerts, 150, Duration::from_secs(30)))
+            .await
+            .expect("join");
+    assert_eq!(first.len(), 150);
+    w.stop().await;
+    let c = committed(&cfg.kafka.group_id, &cfg.topics.transactions, 2);
+    assert_eq!(c.values().sum::<i64>(), 150, "{c:?}");
+
+    produce_lines(&cfg.topics.transactions, &numbered("b", 150)).await;
+    let w = Worker::start(&cfg);
+    w.ready(Duration::from_secs(60)).await;
+    let alerts = cfg.topics.alerts.clone();
+    let all =
+        tokio::task::spawn_blocking(move || read_topic(&alerts, 300, Duration::from_secs(30)))
+            .await
+            .expect("join");
+    let ids: HashSet<String> = alert_ids(&all).into_iter().collect();
+    for i in 0..150 {
+        assert!(
+            ids.contains(&format!("a{i}")) && ids.contains(&format!("b{i}")),
+            "lost event {i}"
+        );
+    }
+    // Only the second batch was processed by the second worker.
+    assert_eq!(w.metric("fraud_messages_received_total").await, 150.0);
+    w.stop().await;
+    let c = committed(&cfg.kafka.group_id, &cfg.topics.transactions, 2);
+    assert_eq!(c.values().sum::<i64>(), 300, "{c:?}");
+}
+
+/// Two workers in one group share the partitions and together process every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_in_one_group_share_the_partitions() {
+    let cfg1 = zero_threshold(test_config("scale", 4));
+    let mut cfg2 = cfg1.clone();
+    cfg2.metrics_listen = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    create_topics(&cfg1).await;
+    let w1 = Worker::start(&cfg1);
+    let w2 = Worker::start(&cfg2);
+    // /readyz needs assigned partitions: both ready means both own some.
+    w1.ready(Duration::from_secs(60)).await;
+    w2.ready(Duration::from_secs(60)).await;
+    produce_lines(&cfg1.topics.transactions, &numbered("s", 400)).await;
+    let alerts = cfg1.topics.alerts.clone();
+    let got =
+        tokio::task::spawn_blocking(move || read_topic(&alerts, 400, Duration::from_secs(30)))
+            .await
+            .expect("join");
+    let ids: HashSet<String> = alert_ids(&got).into_iter().collect();
+    assert_eq!(ids.len(), 400);
+    let r1 = w1.metric("fraud_messages_received_total").await;
+    let r2 = w2.metric("fraud_messages_received_total").await;
+    assert!(r1 > 0.0 && r2 > 0.0, "both workers process: {r1} + {r2}");
+    assert_eq!(r1 + r2, 400.0);
+    w1.stop().await;
+    w2.stop().await;
+}
+
+/// Labels on the labels topic reach the state: counted on the account and the merchant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_topic_feeds_the_state() {
+    let cfg = test_config("labels", 1);
+    create_topics(&cfg).await;
+    let w = Worker::start(&cfg);
+    w.ready(Duration::from_secs(60)).await;
+    produce_lines(&cfg.topics.transactions, &numbered("l", 50)).await;
+    // Wait until processed, then confirm a fraud on one of them.
+    for _ in 0..100 {
+        if w.metric("fraud_decisions_total").await >= 50.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce_lines(
+        &cfg.topics.labels,
+        &[
+            br#"{"tx_id":"l3","account_id":"c3","fraud":true}"#.to_vec(),
+            br#"{"tx_id":"zz","account_id":"nobody","fraud":true}"#.to_vec(),
+            b"{not a label".to_vec(),
+        ],
+    )
+    .await;
+    let mut applied = 0.0;
+    for _ in 0..100 {
+        applied = w.metric("fraud_labels_total{outcome=\"applied\"}").await;
+        if applied >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(applied, 1.0);
+    assert_eq!(
+        w.metric("fraud_labels_total{outcome=\"unknown_account\"}")
+            .await,
+        1.0
+    );
+    let dlq = cfg.topics.dead_letter.clone();
+    let got = tokio::task::spawn_blocking(move || read_topic(&dlq, 1, Duration::from_secs(20)))
+        .await
+        .expect("join");
+    assert_eq!(got[0].headers["fraud.source.topic"], cfg.topics.labels);
+    w.stop().await;
+}
+
+/// With topics.create = false a missing topic stops the start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topic_stops_the_start_when_creation_is_off() {
+    let mut cfg = test_config("nocreate", 1);
+    cfg.topics.create = false;
+    let token = tokio_util::sync::CancellationToken::new();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        fraudstream::pipeline::run(cfg.clone(), token, prometheus::Registry::new()),
+    )
+    .await
+    .expect("returns");
+    let e = r.expect_err("refuses to start").to_string();
+    assert!(e.contains(&cfg.topics.transactions), "{e}");
+    assert!(e.contains("topics.create"), "{e}");
+}
