@@ -317,7 +317,7 @@ cmd_consume() {
     ensure_libs
     run_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" \
         --topic "$topic" --from-beginning --max-messages "$max" --timeout-ms 10000 \
-        --property print.key=true --property print.headers=true 2>/dev/null || true
+        --formatter-property print.key=true --formatter-property print.headers=true 2>/dev/null || true
 }
 
 cmd_logs() {

@@ -277,8 +277,11 @@ impl State {
             .get_with(key, || Arc::new(Mutex::new(MerchantState::new(lens))))
     }
 
-    /// Accounts plus merchants held (approximate: moka counts lazily).
+    /// Accounts plus merchants held. Runs moka's pending maintenance first (it counts lazily),
+    /// so call it from a periodic task, not per event.
     pub fn entries(&self) -> u64 {
+        self.accounts.run_pending_tasks();
+        self.merchants.run_pending_tasks();
         self.accounts.entry_count() + self.merchants.entry_count()
     }
 
