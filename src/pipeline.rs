@@ -4,7 +4,7 @@
 //! Each assigned partition has its own sequential task. Decisions are sent without waiting one
 //! by one; a task keeps its in-flight sends in order and stores a message's offset only once its
 //! send (alert or dead letter) and every earlier one were acknowledged, so a crash re-delivers
-//! rather than loses (at-least-once). The produce-and-store step is [`PartitionTask::settle`].
+//! rather than loses (at-least-once). The produce-and-store step is `PartitionTask::settle`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
