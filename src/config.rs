@@ -160,6 +160,7 @@ struct RawState {
 struct RawModel {
     path: String,
     threshold: Option<f64>,
+    watch_interval_ms: u64,
 }
 
 /// `[metrics]` as written.
@@ -277,6 +278,8 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// Threshold overriding the model's own.
     pub threshold: Option<f64>,
+    /// Model file check interval; 0 disables (SIGHUP still reloads).
+    pub watch_interval_ms: u64,
 }
 
 /// The checked configuration.
@@ -689,6 +692,7 @@ impl TryFrom<RawConfig> for Config {
                 model: ModelConfig {
                     path: PathBuf::from(raw.model.path),
                     threshold: raw.model.threshold,
+                    watch_interval_ms: raw.model.watch_interval_ms,
                 },
                 metrics_listen,
                 drain_timeout_ms: drain,

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Guard};
+
 use crate::config::StateConfig;
 use crate::decide::Decision;
 use crate::decode::{Label, Transaction};
@@ -54,46 +56,71 @@ pub fn observe(state: &State, tx: &Transaction<'_>) -> Observed {
     Observed { features: fv, late }
 }
 
-/// State plus model: the whole per-event decision.
+/// State plus model: the whole per-event decision. The model can be swapped atomically while
+/// events flow ([`Engine::swap`]): each event is scored by exactly one model, the one
+/// [`Engine::current`] returned for it.
 pub struct Engine {
     /// Windowed state.
     pub state: State,
-    model: Arc<Model>,
-    threshold: f32,
+    model: ArcSwap<Model>,
+    threshold_override: Option<f32>,
 }
 
 impl Engine {
-    /// An engine with empty state. `threshold` overrides the model's own.
+    /// An engine with empty state. `threshold` overrides the model's own (for every model).
     pub fn new(model: Model, threshold: Option<f64>, state: &StateConfig) -> Engine {
-        let threshold = threshold.map(|t| t as f32).unwrap_or(model.threshold());
         Engine {
             state: State::new(state),
-            model: Arc::new(model),
-            threshold,
+            model: ArcSwap::from_pointee(model),
+            threshold_override: threshold.map(|t| t as f32),
         }
     }
 
-    /// The model in use.
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
-    /// The alert threshold in use.
-    pub fn threshold(&self) -> f32 {
-        self.threshold
-    }
-
-    /// Observes and scores one transaction.
+    /// The model in use now (cheap: no allocation; hold it for one event).
     #[inline]
-    pub fn process(&self, tx: &Transaction<'_>) -> Decision {
+    pub fn current(&self) -> Guard<Arc<Model>> {
+        self.model.load()
+    }
+
+    /// The model in use now, as an owned handle.
+    pub fn model(&self) -> Arc<Model> {
+        self.model.load_full()
+    }
+
+    /// Replaces the model for the events that follow; returns the previous one.
+    pub fn swap(&self, model: Model) -> Arc<Model> {
+        self.model.swap(Arc::new(model))
+    }
+
+    /// The alert threshold for `model`: the configured override, or the model's own.
+    #[inline]
+    pub fn threshold_for(&self, model: &Model) -> f32 {
+        self.threshold_override.unwrap_or(model.threshold())
+    }
+
+    /// The alert threshold of the current model.
+    pub fn threshold(&self) -> f32 {
+        self.threshold_for(&self.current())
+    }
+
+    /// Observes and scores one transaction with `model`.
+    #[inline]
+    pub fn process_with(&self, model: &Model, tx: &Transaction<'_>) -> Decision {
         let o = observe(&self.state, tx);
-        let score = self.model.score(&o.features);
+        let score = model.score(&o.features);
         Decision {
             features: o.features,
             score,
-            alert: score >= self.threshold,
+            alert: score >= self.threshold_for(model),
             late: o.late,
         }
+    }
+
+    /// Observes and scores one transaction with the current model.
+    #[inline]
+    pub fn process(&self, tx: &Transaction<'_>) -> Decision {
+        let m = self.current();
+        self.process_with(&m, tx)
     }
 
     /// Makes a label visible to the state.
@@ -101,16 +128,16 @@ impl Engine {
         self.state.apply_label(label)
     }
 
-    /// Words for the features that pushed this decision's score up most.
-    pub fn reasons(&self, d: &Decision, k: usize) -> Vec<String> {
-        self.model
+    /// Words for the features that pushed this decision's score up most, per `model`.
+    pub fn reasons(&self, model: &Model, d: &Decision, k: usize) -> Vec<String> {
+        model
             .explain(&d.features, k)
             .into_iter()
             .map(|(i, _)| {
                 format!(
                     "{} (typical {})",
                     features::describe(i, d.features[i]),
-                    features::format_value(i, self.model.typical(i))
+                    features::format_value(i, model.typical(i))
                 )
             })
             .collect()

@@ -74,12 +74,13 @@ pub const STAGE_PROCESSING: &str = "processing";
 pub const STAGE_SENDING: &str = "sending";
 
 /// Error codes (a fixed set).
-pub const ERROR_CODES: [&str; 5] = [
+pub const ERROR_CODES: [&str; 6] = [
     "kafka_consume",
     "kafka_produce",
     "offset_store",
     "serialize",
     "bad_label",
+    "model_reload",
 ];
 
 /// Decision label values.
@@ -222,6 +223,7 @@ impl Metrics {
         for (stage, code) in [
             (STAGE_RECEIVING, "kafka_consume"),
             (STAGE_PROCESSING, "bad_label"),
+            (STAGE_PROCESSING, "model_reload"),
             (STAGE_SENDING, "kafka_produce"),
             (STAGE_SENDING, "offset_store"),
             (STAGE_SENDING, "serialize"),

@@ -142,7 +142,8 @@ impl PartitionTask {
             }
         };
         let t0 = Instant::now();
-        let d = s.engine.process(&tx);
+        let model = s.engine.current();
+        let d = s.engine.process_with(&model, &tx);
         s.metrics.inference.observe(t0.elapsed().as_secs_f64());
         s.metrics
             .scored(d.score, (now_ms - tx.ts) as f64 / 1000.0, d.late);
@@ -151,7 +152,7 @@ impl PartitionTask {
             return Either::Left(futures::future::ready((offset, Ok(()), started)));
         }
         alerts.inc();
-        let reasons = s.engine.reasons(&d, REASONS_PER_ALERT);
+        let reasons = s.engine.reasons(&model, &d, REASONS_PER_ALERT);
         let src = SourcePos {
             topic: &self.topic,
             partition: self.partition,
@@ -163,8 +164,8 @@ impl PartitionTask {
             &tx,
             raw,
             &d,
-            s.engine.threshold(),
-            s.engine.model().version(),
+            s.engine.threshold_for(&model),
+            model.version(),
             reasons,
             src,
             now_ms,
@@ -281,6 +282,12 @@ pub async fn run(
         token.clone(),
     ));
     let gauge = tokio::spawn(state_gauge(engine.clone(), metrics.clone(), token.clone()));
+    let watcher = tokio::spawn(model_watcher(
+        cfg.clone(),
+        engine.clone(),
+        metrics.clone(),
+        token.clone(),
+    ));
 
     let shared = Arc::new(Shared {
         engine,
@@ -359,10 +366,64 @@ pub async fn run(
     consumer.unsubscribe();
     let _ = labels.await;
     let _ = gauge.await;
+    let _ = watcher.await;
     let _ = http.await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Reloads the model when its file changes (checked every `model.watch_interval_ms`) or on
+/// SIGHUP. A file that does not load (partly written, bad checksum, other features) is logged
+/// and counted, and the current model stays.
+async fn model_watcher(
+    cfg: Arc<Config>,
+    engine: Arc<Engine>,
+    metrics: Metrics,
+    token: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let path = cfg.model.path.clone();
+    let mut stamp = file_stamp(&path);
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let every = Duration::from_millis(cfg.model.watch_interval_ms.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => true,
+            _ = tick.tick(), if cfg.model.watch_interval_ms > 0 => false,
+        };
+        let now = file_stamp(&path);
+        if !forced && now == stamp {
+            continue;
+        }
+        stamp = now;
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || Model::load(&p)).await {
+            Ok(Ok(m)) => {
+                let new_version = m.version().to_string();
+                let old = engine.swap(m);
+                metrics.set_build_info(&new_version);
+                tracing::info!(from = old.version(), to = %new_version, threshold = engine.threshold(), "Model swapped.");
+            }
+            Ok(Err(e)) => {
+                metrics.error(metrics::STAGE_PROCESSING, "model_reload");
+                tracing::error!(error = %e, "Model not reloaded; keeping the current one.");
+            }
+            Err(e) => {
+                metrics.error(metrics::STAGE_PROCESSING, "model_reload");
+                tracing::error!(error = %e, "Model reload task failed.");
+            }
+        }
     }
 }
 

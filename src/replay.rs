@@ -251,7 +251,7 @@ pub fn score_file(
     writeln!(w, "tx_id,score,alert").map_err(io_err(out))?;
     let mut alerts = 0u64;
     let model = engine.model();
-    let threshold = engine.threshold();
+    let threshold = engine.threshold_for(&model);
     let mut s = replay(
         transactions,
         labels,

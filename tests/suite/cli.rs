@@ -114,3 +114,67 @@ fn train_then_score_round_trip() {
     );
     fraudstream::model::Model::load(&model).expect("the trained model loads");
 }
+
+/// SIGHUP reloads the model file in the real binary.
+#[test]
+fn sighup_reloads_the_model() {
+    use fraudstream::model::Model;
+    let dir = std::env::temp_dir().join(unique("hup"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("m.json");
+    let mut body = Model::load(&root().join("models/default.json"))
+        .expect("model")
+        .body()
+        .clone();
+    body.version = "hup-A".into();
+    Model::save(&body, &path).expect("save");
+    let port = crate::suite::util::free_port();
+    let id = unique("hup");
+    let mut child = bin()
+        .arg("run")
+        .env("FRAUD__MODEL__PATH", &path)
+        .env("FRAUD__MODEL__WATCH_INTERVAL_MS", "0")
+        .env("FRAUD__METRICS__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "FRAUD__KAFKA__BOOTSTRAP_SERVERS",
+            crate::suite::util::bootstrap(),
+        )
+        .env("FRAUD__KAFKA__GROUP_ID", format!("g-{id}"))
+        .env("FRAUD__TOPICS__TRANSACTIONS", format!("tx-{id}"))
+        .env("FRAUD__TOPICS__ALERTS", format!("al-{id}"))
+        .env("FRAUD__TOPICS__DEAD_LETTER", format!("dl-{id}"))
+        .env("FRAUD__TOPICS__LABELS", format!("lb-{id}"))
+        .env("FRAUD__TOPICS__PARTITIONS", "1")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let has = |needle: &str| {
+        rt.block_on(crate::suite::util::http_get(&metrics))
+            .is_some_and(|(_, b)| b.contains(needle))
+    };
+    let wait = |needle: &str| {
+        for _ in 0..300 {
+            if has(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(wait("model_version=\"hup-A\""), "worker up with model A");
+    body.version = "hup-B".into();
+    Model::save(&body, &path).expect("save");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        has("model_version=\"hup-A\""),
+        "no reload without SIGHUP when watching is off"
+    );
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    assert!(wait("model_version=\"hup-B\""), "SIGHUP reloaded the model");
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = child.wait().expect("exit");
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
+}

@@ -1,3 +1,3 @@
 mod cli;
-mod util;
+pub mod util;
 mod worker;

@@ -313,3 +313,85 @@ async fn missing_topic_stops_the_start_when_creation_is_off() {
     assert!(e.contains(&cfg.topics.transactions), "{e}");
     assert!(e.contains("topics.create"), "{e}");
 }
+
+fn model_with_version(src: &std::path::Path, dst: &std::path::Path, version: &str) {
+    let mut body = Model::load(src).expect("model").body().clone();
+    body.version = version.to_string();
+    Model::save(&body, dst).expect("save");
+}
+
+async fn wait_metric(w: &Worker, prefix: &str, at_least: f64) {
+    for _ in 0..300 {
+        if w.metric(prefix).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{prefix} never reached {at_least}");
+}
+
+/// Replacing the model file swaps the model between two events: every event is scored once,
+/// by the old model before the swap and by the new one after, and alerts name the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_hot_swap_drops_nothing_and_scores_nothing_twice() {
+    let mut cfg = zero_threshold(test_config("swap", 1));
+    let dir = std::env::temp_dir().join(unique("swap"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("model.json");
+    let default = root().join("models/default.json");
+    model_with_version(&default, &path, "test-A");
+    cfg.model.path = path.clone();
+    cfg.model.watch_interval_ms = 100;
+    create_topics(&cfg).await;
+    let w = Worker::start(&cfg);
+    w.ready(Duration::from_secs(60)).await;
+    // Events keep flowing while the file is replaced.
+    let producer = {
+        let topic = cfg.topics.transactions.clone();
+        tokio::spawn(async move {
+            for batch in 0..20 {
+                produce_lines(&topic, &numbered(&format!("x{batch}-"), 20)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    model_with_version(&default, &path, "test-B");
+    producer.await.expect("producer");
+    wait_metric(&w, "fraud_build_info{model_version=\"test-B\"", 1.0).await;
+    produce_lines(&cfg.topics.transactions, &numbered("y", 100)).await;
+    wait_metric(&w, "fraud_processing_duration_seconds_count", 500.0).await;
+    let alerts = cfg.topics.alerts.clone();
+    let got = tokio::task::spawn_blocking(move || read_topic(&alerts, 501, Duration::from_secs(8)))
+        .await
+        .expect("join");
+    assert_eq!(
+        got.len(),
+        500,
+        "one alert per event: none dropped, none twice"
+    );
+    let mut versions = Vec::new();
+    let mut ids = HashSet::new();
+    for g in &got {
+        let v: serde_json::Value = serde_json::from_slice(&g.payload).expect("json");
+        ids.insert(v["tx_id"].as_str().unwrap_or_default().to_string());
+        versions.push(v["model_version"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(ids.len(), 500);
+    // In partition order: some A, then only B.
+    let first_b = versions.iter().position(|v| v == "test-B").expect("B used");
+    assert!(first_b > 0, "A scored the first events");
+    assert!(versions[..first_b].iter().all(|v| v == "test-A"));
+    assert!(
+        versions[first_b..].iter().all(|v| v == "test-B"),
+        "never back to A"
+    );
+    // A broken file is refused and the current model stays.
+    std::fs::write(&path, "{ not a model").expect("write");
+    wait_metric(&w, "fraud_errors_total{error_code=\"model_reload\"", 1.0).await;
+    assert_eq!(
+        w.metric("fraud_build_info{model_version=\"test-B\"").await,
+        1.0
+    );
+    w.stop().await;
+}
