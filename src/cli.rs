@@ -85,6 +85,9 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Measure scores against labels: ROC AUC, average precision, precision and recall at the
+    /// threshold, card precision@k; optionally an HTML report.
+    Eval(EvalArgs),
     /// Fit a model on the transactions with ts in [from, to), state warmed by everything before.
     Train {
         /// Transactions, .jsonl or .jsonl.gz, in time order.
@@ -105,9 +108,17 @@ pub enum Command {
         /// Model file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Model kind: kmeans (unsupervised), logistic, forest or trees. Default: trees with
+        /// --labels (the recommended supervised model), kmeans without.
+        #[arg(long, value_parser = ["kmeans", "logistic", "forest", "trees"])]
+        model: Option<String>,
         /// Share of transactions like the training ones that should alert.
         #[arg(long, default_value_t = 0.005)]
         alert_rate: f64,
+        /// Instead of --alert-rate: the lowest threshold reaching this precision on the
+        /// held-out last quarter of the range (supervised models).
+        #[arg(long)]
+        precision: Option<f64>,
         /// k-means clusters.
         #[arg(long, default_value_t = 16)]
         clusters: usize,
@@ -118,6 +129,33 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+/// `fraudstream eval` arguments.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Scores CSV written by `score` (tx_id,score,alert,ts,account_id).
+    #[arg(long)]
+    pub scores: PathBuf,
+    /// Labels file (the truth).
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Evaluate transactions from this time (date or RFC 3339, inclusive); accounts with a fraud
+    /// visible before it are removed.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Evaluate transactions before this time (exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Delay before a label without reported_at is visible.
+    #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+    pub label_delay: i64,
+    /// k of card precision@k.
+    #[arg(long, default_value_t = 100)]
+    pub k: usize,
+    /// Folder for report.html and metrics.json.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 /// Parses `7d`, `12h`, `30m`, `45s`, `1500ms` into milliseconds.

@@ -59,6 +59,47 @@ pub struct Transaction<'a> {
     /// Longitude, optional.
     #[serde(default)]
     pub lon: Option<f64>,
+    /// Named numbers, optional (e.g. a data set's anonymised columns); models may use them.
+    #[serde(borrow, default, deserialize_with = "de_attributes")]
+    pub attributes: Option<Attributes<'a>>,
+}
+
+/// Most entries in `attributes`.
+pub const MAX_ATTRIBUTES_IN: usize = 256;
+
+/// Named numbers, borrowed from the message where possible.
+pub type Attributes<'a> = Vec<(Cow<'a, str>, f64)>;
+
+fn de_attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Attributes<'de>>, D::Error> {
+    struct AttrVisitor;
+    impl<'de> Visitor<'de> for AttrVisitor {
+        type Value = Option<Attributes<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of named numbers")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<M: de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8).min(64));
+            #[derive(Deserialize)]
+            struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+            while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+                let v: f64 = m.next_value()?;
+                if !v.is_finite() {
+                    return Err(de::Error::custom(format!("{k} is not a finite number")));
+                }
+                if out.len() >= MAX_ATTRIBUTES_IN {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_ATTRIBUTES_IN} attributes"
+                    )));
+                }
+                out.push((k, v));
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_any(AttrVisitor)
 }
 
 /// A confirmed fraud (or a confirmation of genuineness) from the labels file or topic.

@@ -8,7 +8,7 @@ use arc_swap::{ArcSwap, Guard};
 use crate::config::StateConfig;
 use crate::decide::Decision;
 use crate::decode::{Label, Transaction};
-use crate::features::{self, FeatureVector, N_FEATURES};
+use crate::features::{self, FeatureVector, MAX_DIM};
 use crate::model::{Model, Predict};
 use crate::state::{country_code, key_of, lock, LabelOutcome, State};
 
@@ -22,9 +22,11 @@ pub struct Observed {
     pub late: bool,
 }
 
-/// Computes the features of `tx` from the state before it, then applies `tx` to the state.
-pub fn observe(state: &State, tx: &Transaction<'_>) -> Observed {
-    let mut fv = [0.0f32; N_FEATURES];
+/// Computes the features of `tx` from the state before it (then the `attributes` named), and
+/// applies `tx` to the state.
+pub fn observe(state: &State, tx: &Transaction<'_>, attributes: &[String]) -> Observed {
+    let mut fv = [0.0f32; MAX_DIM];
+    features::attribute_features(tx, attributes, &mut fv);
     let merchant_key = key_of(&tx.merchant_id);
     let mut late = false;
     {
@@ -106,7 +108,7 @@ impl Engine {
     /// Observes and scores one transaction with `model`.
     #[inline]
     pub fn process_with(&self, model: &Model, tx: &Transaction<'_>) -> Decision {
-        let o = observe(&self.state, tx);
+        let o = observe(&self.state, tx, model.attributes());
         let score = model.score(&o.features);
         Decision {
             features: o.features,
@@ -134,11 +136,20 @@ impl Engine {
             .explain(&d.features, k)
             .into_iter()
             .map(|(i, _)| {
-                format!(
-                    "{} (typical {})",
-                    features::describe(i, d.features[i]),
-                    features::format_value(i, model.typical(i))
-                )
+                if i < features::N_FEATURES {
+                    format!(
+                        "{} (typical {})",
+                        features::describe(i, d.features[i]),
+                        features::format_value(i, model.typical(i))
+                    )
+                } else {
+                    format!(
+                        "{} = {:.3} (typical {:.3})",
+                        model.input_name(i),
+                        d.features[i],
+                        model.typical(i)
+                    )
+                }
             })
             .collect()
     }

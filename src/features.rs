@@ -8,11 +8,30 @@ use crate::decode::Transaction;
 use crate::state::window::Agg;
 use crate::state::{country_code, key_of, AccountState, MerchantState, Windows};
 
-/// Number of features.
+/// Number of windowed features.
 pub const N_FEATURES: usize = 44;
 
-/// A feature vector, in [`FEATURES`] order. Lives on the stack.
-pub type FeatureVector = [f32; N_FEATURES];
+/// Most named attributes (the input's optional `attributes` object) a model can use.
+pub const MAX_ATTRIBUTES: usize = 32;
+
+/// Largest model input: the windowed features, then the model's attributes.
+pub const MAX_DIM: usize = N_FEATURES + MAX_ATTRIBUTES;
+
+/// A feature vector: [`FEATURES`] in order, then the attributes the model names (in the
+/// model's order; NaN when a transaction lacks one). Lives on the stack.
+pub type FeatureVector = [f32; MAX_DIM];
+
+/// Writes the attributes `names` of `tx` after the windowed features (NaN when absent).
+#[inline]
+pub fn attribute_features(tx: &Transaction<'_>, names: &[String], out: &mut FeatureVector) {
+    for (j, name) in names.iter().take(MAX_ATTRIBUTES).enumerate() {
+        out[N_FEATURES + j] = tx
+            .attributes
+            .as_ref()
+            .and_then(|a| a.iter().find(|(k, _)| k == name))
+            .map_or(f32::NAN, |(_, v)| *v as f32);
+    }
+}
 
 /// How a model should pre-process a feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,15 +434,19 @@ pub fn merchant_features(m: &MerchantState, tx: &Transaction<'_>, out: &mut Feat
     out[43] = rate(30, &aggs[3]);
 }
 
-/// Formats a feature's value for an analyst.
+/// Formats a feature's value for an analyst (attributes: `name` from the model).
 pub fn describe(i: usize, value: f32) -> String {
-    let d = &FEATURES[i.min(N_FEATURES - 1)];
+    let Some(d) = FEATURES.get(i) else {
+        return format!("attribute {} = {value:.3}", i - N_FEATURES);
+    };
     d.words.replacen("{}", &format_value(i, value), 1)
 }
 
 /// A feature's value in its unit, as [`describe`] writes it.
 pub fn format_value(i: usize, value: f32) -> String {
-    let d = &FEATURES[i.min(N_FEATURES - 1)];
+    let Some(d) = FEATURES.get(i) else {
+        return format!("{value:.3}");
+    };
     match d.unit {
         "flag" | "transactions" | "frauds" => format!("{value:.0}"),
         "ratio" if d.name.contains("fraud_rate") => format!("{:.1}%", value * 100.0),
@@ -456,12 +479,13 @@ mod tests {
             device_id: None,
             lat: None,
             lon: None,
+            attributes: None,
         }
     }
 
     /// Feature computation then application: the engine's own path.
     fn step(state: &State, t: &Transaction<'_>) -> FeatureVector {
-        crate::engine::observe(state, t).features
+        crate::engine::observe(state, t, &[]).features
     }
 
     #[test]

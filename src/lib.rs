@@ -11,7 +11,8 @@
 //! - [`decide`]: decision and the alert message
 //! - [`sink`]: alerts and dead-letter topics
 //! - [`pipeline`]: wires `run`; [`http`]: `/metrics`, `/healthz`, `/readyz`
-//! - [`replay`]: `score` and `train` over files; [`produce`]: file → Kafka
+//! - [`replay`]: `score` and `train` over files; [`produce`]: file → Kafka;
+//!   [`eval`]: scores against labels, the fraud team's way
 //! - [`generate`]: synthetic transactions with fraud patterns
 //! - [`metrics`]: every metric name; [`shutdown`]: signals → cancellation
 //! - [`cli`]: the command line
@@ -21,6 +22,7 @@ pub mod config;
 pub mod decide;
 pub mod decode;
 pub mod engine;
+pub mod eval;
 pub mod features;
 pub mod generate;
 pub mod http;

@@ -10,8 +10,8 @@ use fraudstream::cli::{Cli, Command};
 use fraudstream::config::{self, Config, ConfigError};
 use fraudstream::decode::parse_ts;
 use fraudstream::engine::Engine;
-use fraudstream::model::{kmeans, Model};
-use fraudstream::{generate, pipeline, produce, replay, shutdown};
+use fraudstream::model::{kmeans, supervised, Model};
+use fraudstream::{eval, generate, pipeline, produce, replay, shutdown};
 use tokio_util::sync::CancellationToken;
 
 fn init_tracing() {
@@ -160,6 +160,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(a) => {
+            let from_ms = a
+                .from
+                .as_deref()
+                .map(parse_ts)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+            let to_ms =
+                a.to.as_deref()
+                    .map(parse_ts)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let opts = eval::EvalOptions {
+                from_ms,
+                to_ms,
+                label_delay_ms: a.label_delay,
+                k: a.k,
+            };
+            let r = eval::evaluate(&a.scores, &a.labels, &opts, a.report.as_deref())?;
+            println!("{}", r.to_text());
+            if let Some(d) = &a.report {
+                println!("report: {}", d.join("report.html").display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Train {
             transactions,
             labels,
@@ -167,7 +192,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             to,
             out,
+            model,
             alert_rate,
+            precision,
             clusters,
             seed,
             config,
@@ -179,8 +206,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let from_ms = parse_ts(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
             let to_ms = parse_ts(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
             anyhow::ensure!(from_ms < to_ms, "--from {from} must be before --to {to}");
+            let kind = model
+                .unwrap_or_else(|| if labels.is_some() { "trees" } else { "kmeans" }.to_string());
+            anyhow::ensure!(
+                kind == "kmeans" || labels.is_some(),
+                "--model {kind} is supervised: it needs --labels"
+            );
             let t = std::time::Instant::now();
-            let (rows, _ids, s) = replay::training_rows(
+            let tr = replay::training_rows(
                 &transactions,
                 labels.as_deref(),
                 label_delay,
@@ -191,18 +224,49 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             let from_s = fraudstream::decode::format_ts(from_ms);
             let to_s = fraudstream::decode::format_ts(to_ms);
-            let body = kmeans::train(&rows, clusters, seed, alert_rate, &from_s, &to_s)?;
+            let meta = kmeans::TrainMeta {
+                attributes: &tr.attributes,
+                from: &from_s,
+                to: &to_s,
+                alert_rate,
+                seed,
+            };
+            let target = match precision {
+                Some(p) => supervised::ThresholdTarget::Precision(p),
+                None => supervised::ThresholdTarget::AlertRate(alert_rate),
+            };
+            let body = match kind.as_str() {
+                "kmeans" => kmeans::train(&tr.rows, clusters, &meta)?,
+                "logistic" => supervised::train(
+                    supervised::Kind::Logistic,
+                    &tr.rows,
+                    &tr.fraud,
+                    &meta,
+                    target,
+                )?,
+                "forest" => {
+                    supervised::train(supervised::Kind::Forest, &tr.rows, &tr.fraud, &meta, target)?
+                }
+                _ => {
+                    supervised::train(supervised::Kind::Trees, &tr.rows, &tr.fraud, &meta, target)?
+                }
+            };
             Model::save(&body, &out)?;
             eprintln!(
-                "trained {} on {} transactions in [{from_s}, {to_s}) ({} read, {} bad lines) in {:.1}s; threshold {} -> {}",
+                "trained {} on {} transactions ({} frauds) in [{from_s}, {to_s}) ({} read, {} bad lines{}) in {:.1}s; threshold {} -> {}",
                 body.version,
-                rows.len(),
-                s.transactions,
-                s.bad_lines,
+                tr.rows.len(),
+                tr.fraud.iter().filter(|f| **f).count(),
+                tr.summary.transactions,
+                tr.summary.bad_lines,
+                if tr.attributes.is_empty() { String::new() } else { format!(", {} attributes", tr.attributes.len()) },
                 t.elapsed().as_secs_f64(),
                 body.threshold,
                 out.display()
             );
+            if let Some(v) = &body.validation {
+                eprintln!("validation: {v}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -153,6 +153,7 @@ impl LabelFeed {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Replays `transactions` in file order, calling `each` for every valid transaction with its
 /// 1-based line. `stop_at_ms`: stop at the first transaction at or after it.
 pub fn replay<F>(
@@ -162,6 +163,7 @@ pub fn replay<F>(
     state: &State,
     input: &InputConfig,
     stop_at_ms: Option<i64>,
+    attributes: &[String],
     mut each: F,
 ) -> Result<ReplaySummary, ReplayError>
 where
@@ -210,7 +212,7 @@ where
         if let Some(f) = feed.as_mut() {
             f.release(state, tx.ts, &mut s);
         }
-        let o = observe(state, &tx);
+        let o = observe(state, &tx, attributes);
         if let Some(f) = feed.as_mut() {
             f.seen(&tx);
         }
@@ -236,7 +238,8 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[start..end.max(start)]
 }
 
-/// `fraudstream score`: writes `tx_id,score,alert` for every valid transaction.
+/// `fraudstream score`: writes `tx_id,score,alert,ts,account_id` for every valid transaction
+/// (the last two let `eval` compute per-day, per-account measures).
 pub fn score_file(
     engine: &Engine,
     transactions: &Path,
@@ -248,7 +251,7 @@ pub fn score_file(
     use crate::model::Predict;
     let f = File::create(out).map_err(io_err(out))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
-    writeln!(w, "tx_id,score,alert").map_err(io_err(out))?;
+    writeln!(w, "tx_id,score,alert,ts,account_id").map_err(io_err(out))?;
     let mut alerts = 0u64;
     let model = engine.model();
     let threshold = engine.threshold_for(&model);
@@ -259,6 +262,7 @@ pub fn score_file(
         &engine.state,
         input,
         None,
+        model.attributes(),
         |tx, _late, fv| {
             let score = model.score(fv);
             let alert = score >= threshold;
@@ -287,7 +291,54 @@ pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Features of the transactions with ts in [from, to), state warmed by everything before.
+/// Rows for training: the features of the transactions with ts in [from, to), state warmed by
+/// everything before, with their ids and truth (a fraud label in the labels file, whenever it
+/// was reported: training happens once the label delay has passed).
+pub struct TrainingRows {
+    /// Features, in time order.
+    pub rows: Vec<FeatureVector>,
+    /// Transaction ids.
+    pub ids: Vec<String>,
+    /// True for a labelled fraud.
+    pub fraud: Vec<bool>,
+    /// Attribute names used (discovered in the data, sorted).
+    pub attributes: Vec<String>,
+    /// Counts.
+    pub summary: ReplaySummary,
+}
+
+/// Attribute names of the first transactions that have any (up to the model's limit), sorted.
+pub fn discover_attributes(
+    transactions: &Path,
+    input: &InputConfig,
+) -> Result<Vec<String>, ReplayError> {
+    let mut r = open_lines(transactions)?;
+    let mut buf = Vec::new();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut names = std::collections::BTreeSet::new();
+    let mut seen = 0;
+    while seen < 1000 {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)
+            .map_err(io_err(transactions))?
+            == 0
+        {
+            break;
+        }
+        if let Ok(tx) = decode(trim_ascii(&buf), input, now_ms) {
+            if let Some(a) = &tx.attributes {
+                seen += 1;
+                names.extend(a.iter().map(|(k, _)| k.to_string()));
+            }
+        }
+    }
+    Ok(names
+        .into_iter()
+        .take(crate::features::MAX_ATTRIBUTES)
+        .collect())
+}
+
+/// See [`TrainingRows`].
 pub fn training_rows(
     transactions: &Path,
     labels: Option<&Path>,
@@ -296,24 +347,38 @@ pub fn training_rows(
     input: &InputConfig,
     from_ms: i64,
     to_ms: i64,
-) -> Result<(Vec<FeatureVector>, Vec<String>, ReplaySummary), ReplayError> {
+) -> Result<TrainingRows, ReplayError> {
     let state = State::new(state_cfg);
+    let attributes = discover_attributes(transactions, input)?;
+    let truth: std::collections::HashSet<String> = match labels {
+        Some(p) => read_labels(p)?.into_iter().map(|l| l.tx_id).collect(),
+        None => Default::default(),
+    };
     let mut rows = Vec::new();
     let mut ids = Vec::new();
-    let s = replay(
+    let mut fraud = Vec::new();
+    let summary = replay(
         transactions,
         labels,
         label_delay_ms,
         &state,
         input,
         Some(to_ms),
+        &attributes,
         |tx, _late, fv| {
             if tx.ts >= from_ms {
                 rows.push(*fv);
+                fraud.push(truth.contains(tx.tx_id.as_ref()));
                 ids.push(tx.tx_id.to_string());
             }
             Ok(())
         },
     )?;
-    Ok((rows, ids, s))
+    Ok(TrainingRows {
+        rows,
+        ids,
+        fraud,
+        attributes,
+        summary,
+    })
 }

@@ -9,8 +9,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::{standardise, ModelBody, ModelError, Params, Scaler, TrainInfo};
-use crate::features::{FeatureVector, Transform, FEATURES, N_FEATURES};
+use super::{standardise, transform, ModelBody, ModelError, Params, Scaler, TrainInfo};
+use crate::features::{FeatureVector, MAX_DIM};
 
 /// Quantiles of the training distances kept in the file (0, 0.1%, ..., 100%).
 pub const QUANTILES: usize = 1001;
@@ -31,18 +31,19 @@ pub struct KMeansParams {
 /// Ready-to-score form: flat centroids.
 #[derive(Debug, Clone)]
 pub struct Scorer {
-    scaler: Scaler,
     centroids: Vec<f32>,
     k: usize,
+    dim: usize,
     q: Vec<f32>,
 }
 
 impl Scorer {
     /// Checks the shapes.
     pub fn new(p: &KMeansParams, scaler: &Scaler) -> Result<Scorer, String> {
-        if p.centroids.is_empty() || p.centroids.iter().any(|c| c.len() != N_FEATURES) {
+        let dim = scaler.mean.len();
+        if p.centroids.is_empty() || p.centroids.iter().any(|c| c.len() != dim) {
             return Err(format!(
-                "kmeans needs at least one centroid of {N_FEATURES} values"
+                "kmeans needs at least one centroid of {dim} values"
             ));
         }
         if p.distance_quantiles.len() != QUANTILES
@@ -53,24 +54,19 @@ impl Scorer {
             ));
         }
         Ok(Scorer {
-            scaler: scaler.clone(),
             centroids: p.centroids.iter().flatten().copied().collect(),
             k: p.centroids.len(),
+            dim,
             q: p.distance_quantiles.clone(),
         })
     }
 
     /// (nearest centroid, squared distance) of a standardised row.
     #[inline]
-    fn nearest(&self, z: &FeatureVector) -> (usize, f32) {
+    fn nearest(&self, z: &[f32]) -> (usize, f32) {
         let mut best = (0, f32::INFINITY);
-        for c in 0..self.k {
-            let cen = &self.centroids[c * N_FEATURES..(c + 1) * N_FEATURES];
-            let mut d = 0.0f32;
-            for i in 0..N_FEATURES {
-                let t = z[i] - cen[i];
-                d += t * t;
-            }
+        for (c, cen) in self.centroids.chunks_exact(self.dim).enumerate() {
+            let d: f32 = z.iter().zip(cen).map(|(a, b)| (a - b) * (a - b)).sum();
             if d < best.1 {
                 best = (c, d);
             }
@@ -78,35 +74,45 @@ impl Scorer {
         best
     }
 
-    /// Anomaly distance of a raw feature vector.
+    /// Anomaly distance of a standardised row.
     #[inline]
-    pub fn distance(&self, x: &FeatureVector) -> f32 {
-        let mut z = [0.0; N_FEATURES];
-        standardise(x, &self.scaler, &mut z);
-        self.nearest(&z).1.sqrt()
+    pub fn distance_z(&self, z: &[f32]) -> f32 {
+        self.nearest(z).1.sqrt()
     }
 
-    /// Score in [0, 1]: see [`cdf_score`].
+    /// Score in [0, 1] of a standardised row: see [`cdf_score`].
     #[inline]
-    pub fn score(&self, x: &FeatureVector) -> f32 {
-        cdf_score(&self.q, self.distance(x))
+    pub fn score_z(&self, z: &[f32]) -> f32 {
+        cdf_score(&self.q, self.distance_z(z))
     }
 
-    /// Features by their share of the squared distance to the nearest centroid.
-    pub fn explain(&self, x: &FeatureVector, k: usize) -> Vec<(usize, f32)> {
-        let mut z = [0.0; N_FEATURES];
-        standardise(x, &self.scaler, &mut z);
-        let (c, d2) = self.nearest(&z);
-        let cen = &self.centroids[c * N_FEATURES..(c + 1) * N_FEATURES];
-        let mut parts: Vec<(usize, f32)> = (0..N_FEATURES)
-            .map(|i| {
-                let t = z[i] - cen[i];
-                (i, if d2 > 0.0 { t * t / d2 } else { 0.0 })
+    /// Inputs by their share of the squared distance to the nearest centroid.
+    pub fn explain_z(&self, z: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let (c, d2) = self.nearest(z);
+        let cen = &self.centroids[c * self.dim..(c + 1) * self.dim];
+        let mut parts: Vec<(usize, f32)> = z
+            .iter()
+            .zip(cen)
+            .enumerate()
+            .map(|(i, (a, b))| {
+                (
+                    i,
+                    if d2 > 0.0 {
+                        (a - b) * (a - b) / d2
+                    } else {
+                        0.0
+                    },
+                )
             })
             .collect();
         parts.sort_by(|a, b| b.1.total_cmp(&a.1));
-        parts.truncate(k);
+        parts.truncate(k.min(self.k.max(k)));
         parts
+    }
+
+    /// Number of centroids.
+    pub fn clusters(&self) -> usize {
+        self.k
     }
 }
 
@@ -140,40 +146,75 @@ pub fn threshold_for_rate(alert_rate: f64) -> f32 {
     (0.999 * (1.0 - alert_rate.clamp(0.0, 1.0))) as f32
 }
 
-/// Scaler over all rows (after the transforms).
-pub fn fit_scaler(rows: &[FeatureVector]) -> Scaler {
-    let n = rows.len().max(1) as f64;
-    let mut mean = [0.0f64; N_FEATURES];
-    let mut sq = [0.0f64; N_FEATURES];
+/// Scaler over all rows (after the transforms), for the first `dim` inputs. Missing values
+/// (non-finite) are left out of the mean and deviation.
+pub fn fit_scaler(rows: &[FeatureVector], dim: usize) -> Scaler {
+    let dim = dim.min(MAX_DIM);
+    let mut n = vec![0.0f64; dim];
+    let mut mean = vec![0.0f64; dim];
+    let mut sq = vec![0.0f64; dim];
     for r in rows {
-        for i in 0..N_FEATURES {
-            let v = match FEATURES[i].transform {
-                Transform::Log1p => r[i].max(0.0).ln_1p(),
-                Transform::Identity => r[i],
-            } as f64;
-            mean[i] += v;
-            sq[i] += v * v;
+        for i in 0..dim {
+            let v = transform(i, r[i]) as f64;
+            if v.is_finite() {
+                n[i] += 1.0;
+                mean[i] += v;
+                sq[i] += v * v;
+            }
         }
     }
-    let mut m = vec![0.0f32; N_FEATURES];
-    let mut s = vec![0.0f32; N_FEATURES];
-    for i in 0..N_FEATURES {
-        let mu = mean[i] / n;
+    let mut m = vec![0.0f32; dim];
+    let mut s = vec![0.0f32; dim];
+    for i in 0..dim {
+        let c = n[i].max(1.0);
+        let mu = mean[i] / c;
         m[i] = mu as f32;
-        s[i] = ((sq[i] / n - mu * mu).max(0.0).sqrt() as f32).max(1e-3);
+        s[i] = ((sq[i] / c - mu * mu).max(0.0).sqrt() as f32).max(1e-3);
     }
     Scaler { mean: m, std: s }
+}
+
+/// What a trained model was trained on, for its body.
+#[derive(Debug, Clone)]
+pub struct TrainMeta<'a> {
+    /// Attribute names after the windowed features.
+    pub attributes: &'a [String],
+    /// Range start, RFC 3339.
+    pub from: &'a str,
+    /// Range end, RFC 3339.
+    pub to: &'a str,
+    /// Alert budget the threshold is for.
+    pub alert_rate: f64,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+/// A version string: kind, time of training, and a hash of what it was trained on.
+pub fn version_of(kind: &str, meta: &TrainMeta<'_>, rows: usize) -> (String, String) {
+    let created = chrono::Utc::now();
+    let version = format!(
+        "{kind}-{}-{:08x}",
+        created.format("%Y%m%dT%H%M%S"),
+        (crate::state::key_of(&format!(
+            "{}{}{}{rows}{}",
+            meta.from,
+            meta.to,
+            meta.seed,
+            meta.attributes.join(",")
+        )) as u32)
+    );
+    (version, created.to_rfc3339())
 }
 
 /// Fits the model on `rows` (features of the transactions in [from, to)).
 pub fn train(
     rows: &[FeatureVector],
     k: usize,
-    seed: u64,
-    alert_rate: f64,
-    from: &str,
-    to: &str,
+    meta: &TrainMeta<'_>,
 ) -> Result<ModelBody, ModelError> {
+    let alert_rate = meta.alert_rate;
+    let seed = meta.seed;
+    let dim = crate::features::N_FEATURES + meta.attributes.len();
     if rows.len() < k.max(2) * 10 {
         return Err(ModelError::Train(format!(
             "{} rows is too few for {k} clusters (need at least {})",
@@ -186,18 +227,18 @@ pub fn train(
             "alert rate {alert_rate} must be in (0, 1)"
         )));
     }
-    let scaler = fit_scaler(rows);
+    let scaler = fit_scaler(rows, dim);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut idx: Vec<usize> = (0..rows.len()).collect();
     if idx.len() > MAX_FIT_ROWS {
         idx.shuffle(&mut rng);
         idx.truncate(MAX_FIT_ROWS);
     }
-    let mut data = Array2::<f64>::zeros((idx.len(), N_FEATURES));
-    let mut z = [0.0f32; N_FEATURES];
+    let mut data = Array2::<f64>::zeros((idx.len(), dim));
+    let mut z = [0.0f32; MAX_DIM];
     for (r, &i) in idx.iter().enumerate() {
         standardise(&rows[i], &scaler, &mut z);
-        for c in 0..N_FEATURES {
+        for c in 0..dim {
             data[[r, c]] = z[c] as f64;
         }
     }
@@ -217,20 +258,22 @@ pub fn train(
         distance_quantiles: vec![0.0; QUANTILES],
     };
     let scorer = Scorer::new(&provisional, &scaler).map_err(ModelError::Train)?;
-    let mut d: Vec<f32> = rows.iter().map(|r| scorer.distance(r)).collect();
+    let mut d: Vec<f32> = rows
+        .iter()
+        .map(|r| {
+            standardise(r, &scaler, &mut z);
+            scorer.distance_z(&z[..dim])
+        })
+        .collect();
     d.sort_by(f32::total_cmp);
     let q: Vec<f32> = (0..QUANTILES)
         .map(|j| d[(j * (d.len() - 1)) / (QUANTILES - 1)])
         .collect();
-    let created = chrono::Utc::now();
-    let version = format!(
-        "kmeans-{}-{:08x}",
-        created.format("%Y%m%dT%H%M%S"),
-        (crate::state::key_of(&format!("{from}{to}{seed}{}", rows.len())) as u32)
-    );
+    let (version, created_at) = version_of("kmeans", meta, rows.len());
     Ok(ModelBody {
         version,
-        feature_names: FEATURES.iter().map(|f| f.name.to_string()).collect(),
+        feature_names: ModelBody::expected_names(meta.attributes),
+        attributes: meta.attributes.to_vec(),
         transforms: super::Model::transform_names(),
         threshold: threshold_for_rate(alert_rate),
         scaler,
@@ -239,12 +282,13 @@ pub fn train(
             distance_quantiles: q,
         }),
         trained: TrainInfo {
-            from: from.to_string(),
-            to: to.to_string(),
+            from: meta.from.to_string(),
+            to: meta.to.to_string(),
             rows: rows.len() as u64,
             alert_rate,
-            created_at: created.to_rfc3339(),
+            created_at,
         },
+        validation: None,
     })
 }
 
@@ -270,10 +314,14 @@ mod tests {
 
     #[test]
     fn too_few_rows_is_an_error() {
-        let rows = vec![[0.0f32; N_FEATURES]; 10];
-        assert!(matches!(
-            train(&rows, 8, 1, 0.01, "a", "b"),
-            Err(ModelError::Train(_))
-        ));
+        let rows = vec![[0.0f32; MAX_DIM]; 10];
+        let meta = TrainMeta {
+            attributes: &[],
+            from: "a",
+            to: "b",
+            alert_rate: 0.01,
+            seed: 1,
+        };
+        assert!(matches!(train(&rows, 8, &meta), Err(ModelError::Train(_))));
     }
 }

@@ -10,16 +10,24 @@
 //! Every model scores in [0, 1], higher is more suspicious. The unsupervised k-means model's
 //! score is the share of training transactions lying closer to their nearest centroid than this
 //! one (an empirical CDF of the anomaly distance), so a threshold of `1 - r` alerts on about a
-//! share `r` of traffic like the training data.
+//! share `r` of traffic like the training data. Supervised models score the probability of
+//! fraud (under the class weighting used in training); their threshold is chosen on held-out
+//! data for an alert budget or a precision.
+//!
+//! # Kinds
+//! `kmeans` (unsupervised, linfa-clustering), `logistic` (linfa-logistic), `forest` (random
+//! forest, linfa-ensemble + linfa-trees) and `trees` (gradient-boosted trees, [`gbdt`]).
 
+pub mod gbdt;
 pub mod kmeans;
+pub mod supervised;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::features::{FeatureVector, Transform, FEATURES, N_FEATURES};
+use crate::features::{FeatureVector, Transform, FEATURES, MAX_ATTRIBUTES, MAX_DIM, N_FEATURES};
 
 /// The format tag of model files.
 pub const FORMAT: &str = "fraudstream.model.v1";
@@ -94,21 +102,42 @@ pub struct TrainInfo {
 }
 
 /// Parameters by model kind.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Params {
     /// Unsupervised: distance to the nearest k-means centroid (linfa-clustering).
     Kmeans(kmeans::KMeansParams),
+    /// Logistic regression (linfa-logistic) on the standardised features.
+    Logistic(supervised::LogisticParams),
+    /// Random forest (linfa-ensemble of linfa-trees), share of trees voting fraud.
+    Forest(supervised::ForestParams),
+    /// Gradient-boosted trees.
+    Trees(supervised::TreesParams),
+}
+
+impl Params {
+    /// The kind's name, as `train --model` takes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Params::Kmeans(_) => "kmeans",
+            Params::Logistic(_) => "logistic",
+            Params::Forest(_) => "forest",
+            Params::Trees(_) => "trees",
+        }
+    }
 }
 
 /// The model file's body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelBody {
     /// Version, e.g. `kmeans-20180401-1a2b3c4d`; in every alert and in `fraud_build_info`.
     pub version: String,
-    /// Feature names, in order.
+    /// Feature names, in order: the windowed features, then `attr.<name>` for each attribute.
     pub feature_names: Vec<String>,
-    /// Transform of each feature ("log1p" or "identity").
+    /// Names of the input attributes used after the windowed features (may be empty).
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// Transform of each windowed feature ("log1p" or "identity"); attributes are used as is.
     pub transforms: Vec<String>,
     /// Alert when score >= threshold.
     pub threshold: f32,
@@ -118,6 +147,25 @@ pub struct ModelBody {
     pub params: Params,
     /// Provenance.
     pub trained: TrainInfo,
+    /// Quality measured on the held-out part of the training range, if supervised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<serde_json::Value>,
+}
+
+impl ModelBody {
+    /// Number of model inputs.
+    pub fn dim(&self) -> usize {
+        N_FEATURES + self.attributes.len()
+    }
+
+    /// The names stored in `feature_names` for this build and these attributes.
+    pub fn expected_names(attributes: &[String]) -> Vec<String> {
+        FEATURES
+            .iter()
+            .map(|d| d.name.to_string())
+            .chain(attributes.iter().map(|a| format!("attr.{a}")))
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,11 +176,21 @@ struct FileRef<'a> {
     model: &'a serde_json::value::RawValue,
 }
 
+/// Ready-to-score form of each kind.
+#[derive(Debug, Clone)]
+enum Scorer {
+    Kmeans(kmeans::Scorer),
+    Logistic(supervised::Logistic),
+    Forest(supervised::Forest),
+    Trees(Box<gbdt::Gbdt>),
+}
+
 /// A loaded, checked model.
 #[derive(Debug, Clone)]
 pub struct Model {
     body: ModelBody,
-    kmeans: kmeans::Scorer,
+    scorer: Scorer,
+    dim: usize,
 }
 
 /// What a model says about one transaction.
@@ -150,14 +208,22 @@ fn transform_name(t: Transform) -> &'static str {
     }
 }
 
-/// Applies each feature's transform and the scaler, clipping to ±[`Z_CLIP`].
+/// The transform of input `i` (attributes: identity).
+#[inline]
+pub fn transform(i: usize, v: f32) -> f32 {
+    match FEATURES.get(i).map(|d| d.transform) {
+        Some(Transform::Log1p) => v.max(0.0).ln_1p(),
+        _ => v,
+    }
+}
+
+/// Applies each feature's transform and the scaler to the first `scaler.mean.len()` inputs,
+/// clipping to ±[`Z_CLIP`]; non-finite values (a missing attribute) become 0, the mean.
 #[inline]
 pub fn standardise(x: &FeatureVector, scaler: &Scaler, out: &mut FeatureVector) {
-    for i in 0..N_FEATURES {
-        let v = match FEATURES[i].transform {
-            Transform::Log1p => x[i].max(0.0).ln_1p(),
-            Transform::Identity => x[i],
-        };
+    let dim = scaler.mean.len().min(MAX_DIM);
+    for i in 0..dim {
+        let v = transform(i, x[i]);
         let z = (v - scaler.mean[i]) / scaler.std[i];
         out[i] = if z.is_finite() {
             z.clamp(-Z_CLIP, Z_CLIP)
@@ -174,7 +240,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
 impl Model {
     /// Checks a body against the feature list and builds the scorer.
     pub fn from_body(body: ModelBody, path: &Path) -> Result<Model, ModelError> {
-        let expected: Vec<&str> = FEATURES.iter().map(|d| d.name).collect();
+        if body.attributes.len() > MAX_ATTRIBUTES {
+            return Err(ModelError::Features {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "{} attributes, at most {MAX_ATTRIBUTES}",
+                    body.attributes.len()
+                ),
+            });
+        }
+        let expected = ModelBody::expected_names(&body.attributes);
         if body.feature_names.len() != expected.len()
             || body
                 .feature_names
@@ -215,8 +290,9 @@ impl Model {
             path: path.to_path_buf(),
             detail,
         };
-        if body.scaler.mean.len() != N_FEATURES || body.scaler.std.len() != N_FEATURES {
-            return Err(bad(format!("scaler must have {N_FEATURES} means and stds")));
+        let dim = body.dim();
+        if body.scaler.mean.len() != dim || body.scaler.std.len() != dim {
+            return Err(bad(format!("scaler must have {dim} means and stds")));
         }
         if !(0.0..=1.0).contains(&body.threshold) {
             return Err(bad(format!(
@@ -224,10 +300,23 @@ impl Model {
                 body.threshold
             )));
         }
-        let kmeans = match &body.params {
-            Params::Kmeans(p) => kmeans::Scorer::new(p, &body.scaler).map_err(bad)?,
+        let scorer = match &body.params {
+            Params::Kmeans(p) => Scorer::Kmeans(kmeans::Scorer::new(p, &body.scaler).map_err(bad)?),
+            Params::Logistic(p) => {
+                Scorer::Logistic(supervised::Logistic::new(p, dim).map_err(bad)?)
+            }
+            Params::Forest(p) => Scorer::Forest(supervised::Forest::new(p, dim).map_err(bad)?),
+            Params::Trees(p) => Scorer::Trees(Box::new(p.model.clone())),
         };
-        Ok(Model { body, kmeans })
+        if let Scorer::Trees(t) = &scorer {
+            if t.n_features() != dim {
+                return Err(bad(format!(
+                    "trees take {} inputs, the model has {dim}",
+                    t.n_features()
+                )));
+            }
+        }
+        Ok(Model { body, scorer, dim })
     }
 
     /// Reads, verifies and checks a model file.
@@ -304,6 +393,21 @@ impl Model {
         self.body.threshold
     }
 
+    /// Attribute names the model reads from transactions.
+    pub fn attributes(&self) -> &[String] {
+        &self.body.attributes
+    }
+
+    /// Number of inputs.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The name of input `i`.
+    pub fn input_name(&self, i: usize) -> &str {
+        self.body.feature_names.get(i).map_or("?", String::as_str)
+    }
+
     /// A typical value of feature `i` in the training data (the inverse transform of the
     /// scaler's mean), for reason texts.
     pub fn typical(&self, i: usize) -> f32 {
@@ -326,11 +430,32 @@ impl Model {
 impl Predict for Model {
     #[inline]
     fn score(&self, x: &FeatureVector) -> f32 {
-        self.kmeans.score(x)
+        let mut z = [0.0f32; MAX_DIM];
+        standardise(x, &self.body.scaler, &mut z);
+        let z = &z[..self.dim];
+        let s = match &self.scorer {
+            Scorer::Kmeans(m) => m.score_z(z),
+            Scorer::Logistic(m) => m.predict(z),
+            Scorer::Forest(m) => m.predict(z),
+            Scorer::Trees(m) => m.predict(z),
+        };
+        if s.is_finite() {
+            s.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
     }
 
     fn explain(&self, x: &FeatureVector, k: usize) -> Vec<(usize, f32)> {
-        self.kmeans.explain(x, k)
+        let mut z = [0.0f32; MAX_DIM];
+        standardise(x, &self.body.scaler, &mut z);
+        let z = &z[..self.dim];
+        match &self.scorer {
+            Scorer::Kmeans(m) => m.explain_z(z, k),
+            Scorer::Logistic(m) => m.explain(z, k),
+            Scorer::Forest(m) => m.explain(z, k),
+            Scorer::Trees(m) => m.explain(z, k),
+        }
     }
 }
 
@@ -338,13 +463,23 @@ impl Predict for Model {
 mod tests {
     use super::*;
 
+    fn meta() -> kmeans::TrainMeta<'static> {
+        kmeans::TrainMeta {
+            attributes: &[],
+            from: "2018-04-01",
+            to: "2018-04-08",
+            alert_rate: 0.01,
+            seed: 1,
+        }
+    }
+
     fn tiny_rows() -> Vec<FeatureVector> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         (0..2000)
             .map(|_| {
-                let mut r = [0.0f32; N_FEATURES];
-                for v in r.iter_mut() {
+                let mut r = [0.0f32; MAX_DIM];
+                for v in r.iter_mut().take(N_FEATURES) {
                     *v = rng.gen_range(0.0..10.0);
                 }
                 r
@@ -354,10 +489,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_checksum() {
-        let body = kmeans::train(&tiny_rows(), 4, 1, 0.01, "2018-04-01", "2018-04-08").unwrap();
+        let body = kmeans::train(&tiny_rows(), 4, &meta()).unwrap();
         let text = Model::to_file_text(&body).unwrap();
         let m = Model::parse(&text, Path::new("m.json")).expect("loads");
-        assert_eq!(m.body(), &body);
+        assert_eq!(m.body().version, body.version);
+        assert_eq!(m.body().scaler, body.scaler);
         let x = tiny_rows()[3];
         let s = m.score(&x);
         assert!((0.0..=1.0).contains(&s));
@@ -372,7 +508,7 @@ mod tests {
 
     #[test]
     fn feature_mismatch_is_clear() {
-        let mut body = kmeans::train(&tiny_rows(), 4, 1, 0.01, "2018-04-01", "2018-04-08").unwrap();
+        let mut body = kmeans::train(&tiny_rows(), 4, &meta()).unwrap();
         body.feature_names[2] = "something_else".into();
         let text = Model::to_file_text(&body).unwrap();
         let e = Model::parse(&text, Path::new("m.json")).unwrap_err();
@@ -385,7 +521,7 @@ mod tests {
     #[test]
     fn outliers_score_high() {
         let rows = tiny_rows();
-        let body = kmeans::train(&rows, 4, 1, 0.01, "a", "b").unwrap();
+        let body = kmeans::train(&rows, 4, &meta()).unwrap();
         let m = Model::from_body(body, Path::new("m")).unwrap();
         let mut odd = rows[0];
         odd[0] = 1e6;

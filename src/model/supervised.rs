@@ -1,0 +1,646 @@
+//! Supervised models — logistic regression (linfa-logistic), random forest (linfa-ensemble of
+//! linfa-trees) and gradient-boosted trees ([`super::gbdt`]) — and their training: class
+//! imbalance handled by undersampling genuine transactions (logistic, forest) or by weights
+//! (trees), hyperparameters chosen on the last quarter of the training range (time-ordered,
+//! never later data), the threshold chosen for an alert budget or a precision.
+
+use linfa::prelude::*;
+use linfa::DatasetBase;
+use linfa_ensemble::EnsembleLearnerParams;
+use linfa_logistic::LogisticRegression;
+use linfa_trees::{DecisionTree, TreeNode};
+use ndarray::{Array1, Array2};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::gbdt::{Gbdt, GbdtConfig};
+use super::kmeans::{fit_scaler, version_of, TrainMeta};
+use super::{standardise, ModelBody, ModelError, Params, Scaler, TrainInfo};
+use crate::features::{FeatureVector, MAX_DIM, N_FEATURES};
+
+/// Stored logistic regression: P(fraud) = σ(w·z + b) on standardised inputs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogisticParams {
+    /// Weights.
+    pub weights: Vec<f32>,
+    /// Intercept.
+    pub intercept: f32,
+    /// L2 penalty used.
+    pub alpha: f64,
+}
+
+/// One node of a stored tree: a split (`feature < threshold` goes left) or a leaf.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Node {
+    /// Input index; `u32::MAX` for a leaf.
+    pub feature: u32,
+    /// Split value (leaf: the leaf's value).
+    pub value: f32,
+    /// Left child index.
+    pub left: u32,
+    /// Right child index.
+    pub right: u32,
+}
+
+/// Stored random forest: the share of trees voting fraud.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ForestParams {
+    /// Trees, each a node array whose root is node 0.
+    pub trees: Vec<Vec<Node>>,
+    /// Depth limit used.
+    pub max_depth: usize,
+}
+
+/// Stored gradient-boosted trees.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TreesParams {
+    /// The booster.
+    pub model: Gbdt,
+    /// Its configuration.
+    pub config: GbdtConfig,
+}
+
+/// Ready-to-score logistic regression.
+#[derive(Debug, Clone)]
+pub struct Logistic {
+    w: Vec<f32>,
+    b: f32,
+}
+
+impl Logistic {
+    /// Checks the shape.
+    pub fn new(p: &LogisticParams, dim: usize) -> Result<Logistic, String> {
+        if p.weights.len() != dim {
+            return Err(format!(
+                "logistic has {} weights, the model {dim} inputs",
+                p.weights.len()
+            ));
+        }
+        Ok(Logistic {
+            w: p.weights.clone(),
+            b: p.intercept,
+        })
+    }
+
+    /// P(fraud).
+    #[inline]
+    pub fn predict(&self, z: &[f32]) -> f32 {
+        let t: f32 = self.b + z.iter().zip(&self.w).map(|(a, b)| a * b).sum::<f32>();
+        1.0 / (1.0 + (-t).exp())
+    }
+
+    /// Inputs by their positive contribution w·z.
+    pub fn explain(&self, z: &[f32], k: usize) -> Vec<(usize, f32)> {
+        top_k(z.iter().zip(&self.w).map(|(a, b)| a * b).enumerate(), k)
+    }
+}
+
+/// Ready-to-score random forest.
+#[derive(Debug, Clone)]
+pub struct Forest {
+    trees: Vec<Vec<Node>>,
+}
+
+const LEAF: u32 = u32::MAX;
+
+fn leaf_of<'a>(tree: &'a [Node], z: &[f32], mut visit: impl FnMut(&Node)) -> Option<&'a Node> {
+    let mut i = 0usize;
+    for _ in 0..=tree.len() {
+        let n = tree.get(i)?;
+        if n.feature == LEAF {
+            return Some(n);
+        }
+        visit(n);
+        let v = z.get(n.feature as usize).copied().unwrap_or(0.0);
+        i = if v < n.value { n.left } else { n.right } as usize;
+    }
+    None
+}
+
+impl Forest {
+    /// Checks every reference.
+    pub fn new(p: &ForestParams, dim: usize) -> Result<Forest, String> {
+        for (t, tree) in p.trees.iter().enumerate() {
+            for n in tree {
+                if n.feature != LEAF
+                    && (n.feature as usize >= dim
+                        || n.left as usize >= tree.len()
+                        || n.right as usize >= tree.len())
+                {
+                    return Err(format!("forest tree {t} has a node out of range"));
+                }
+            }
+        }
+        if p.trees.is_empty() {
+            return Err("forest has no trees".into());
+        }
+        Ok(Forest {
+            trees: p.trees.clone(),
+        })
+    }
+
+    /// Share of trees voting fraud.
+    #[inline]
+    pub fn predict(&self, z: &[f32]) -> f32 {
+        let votes: f32 = self
+            .trees
+            .iter()
+            .filter_map(|t| leaf_of(t, z, |_| {}).map(|n| n.value))
+            .sum();
+        votes / self.trees.len() as f32
+    }
+
+    /// Inputs split on along the paths of the trees voting fraud, by how many such trees use them.
+    pub fn explain(&self, z: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let mut count = vec![0.0f32; z.len()];
+        for t in &self.trees {
+            let mut used = Vec::new();
+            if let Some(leaf) = leaf_of(t, z, |n| used.push(n.feature as usize)) {
+                if leaf.value > 0.5 {
+                    used.sort_unstable();
+                    used.dedup();
+                    for f in used {
+                        if let Some(c) = count.get_mut(f) {
+                            *c += 1.0;
+                        }
+                    }
+                }
+            }
+        }
+        top_k(count.into_iter().enumerate(), k)
+    }
+}
+
+fn top_k(it: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<(usize, f32)> {
+    let mut v: Vec<(usize, f32)> = it.filter(|(_, c)| *c > 0.0).collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.truncate(k);
+    v
+}
+
+/// The supervised kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Logistic regression.
+    Logistic,
+    /// Random forest.
+    Forest,
+    /// Gradient-boosted trees (recommended).
+    Trees,
+}
+
+impl Kind {
+    /// The name `train --model` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Logistic => "logistic",
+            Kind::Forest => "forest",
+            Kind::Trees => "trees",
+        }
+    }
+}
+
+/// How the threshold is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdTarget {
+    /// Alert on this share of transactions like the training ones.
+    AlertRate(f64),
+    /// The lowest threshold whose precision on the held-out quarter reaches this.
+    Precision(f64),
+}
+
+/// Average precision (sklearn's definition, ties grouped).
+pub fn average_precision(scores: &[f32], y: &[bool]) -> f64 {
+    let pos = y.iter().filter(|v| **v).count();
+    if pos == 0 {
+        return f64::NAN;
+    }
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    let (mut tp, mut fp, mut ap, mut prev_recall) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < idx.len() {
+        let s = scores[idx[i]];
+        while i < idx.len() && scores[idx[i]] == s {
+            if y[idx[i]] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        let recall = tp / pos as f64;
+        ap += (recall - prev_recall) * tp / (tp + fp);
+        prev_recall = recall;
+    }
+    ap
+}
+
+struct Data {
+    z: Vec<f32>,
+    dim: usize,
+}
+
+impl Data {
+    fn row(&self, i: usize) -> &[f32] {
+        &self.z[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// Genuine rows kept per fraud row when undersampling.
+const NEG_PER_POS: usize = 20;
+
+fn undersample(idx: &[usize], y: &[bool], seed: u64) -> Vec<usize> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let pos: Vec<usize> = idx.iter().copied().filter(|i| y[*i]).collect();
+    let mut neg: Vec<usize> = idx.iter().copied().filter(|i| !y[*i]).collect();
+    neg.shuffle(&mut rng);
+    neg.truncate((pos.len() * NEG_PER_POS).max(1000));
+    let mut all = pos;
+    all.extend(neg);
+    all.sort_unstable();
+    all
+}
+
+fn matrix(d: &Data, idx: &[usize]) -> Array2<f64> {
+    let mut m = Array2::<f64>::zeros((idx.len(), d.dim));
+    for (r, &i) in idx.iter().enumerate() {
+        for (c, v) in d.row(i).iter().enumerate() {
+            m[[r, c]] = *v as f64;
+        }
+    }
+    m
+}
+
+fn fit_logistic(
+    d: &Data,
+    y: &[bool],
+    idx: &[usize],
+    alpha: f64,
+    seed: u64,
+) -> Result<Logistic, String> {
+    let rows = undersample(idx, y, seed);
+    let x = matrix(d, &rows);
+    let t: Array1<bool> = rows.iter().map(|i| y[*i]).collect();
+    let fitted = LogisticRegression::default()
+        .alpha(alpha)
+        .max_iterations(200)
+        .fit(&DatasetBase::new(x, t))
+        .map_err(|e| format!("logistic regression: {e}"))?;
+    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    Ok(Logistic {
+        w: fitted.params().iter().map(|v| (sign * v) as f32).collect(),
+        b: (sign * fitted.intercept()) as f32,
+    })
+}
+
+fn convert_tree(root: &TreeNode<f64, usize>, features: &[usize]) -> Vec<Node> {
+    let mut out: Vec<Node> = Vec::new();
+    fn walk(n: &TreeNode<f64, usize>, features: &[usize], out: &mut Vec<Node>) -> u32 {
+        let me = out.len();
+        out.push(Node {
+            feature: LEAF,
+            value: 0.0,
+            left: 0,
+            right: 0,
+        });
+        if n.is_leaf() {
+            out[me].value = if n.prediction() == Some(1) { 1.0 } else { 0.0 };
+            return me as u32;
+        }
+        let (f, v, _) = n.split();
+        let kids = n.children();
+        let (Some(Some(l)), Some(Some(r))) = (kids.first().copied(), kids.get(1).copied()) else {
+            out[me].value = 0.0;
+            return me as u32;
+        };
+        let li = walk(l, features, out);
+        let ri = walk(r, features, out);
+        out[me] = Node {
+            feature: features.get(f).copied().unwrap_or(f) as u32,
+            value: v as f32,
+            left: li,
+            right: ri,
+        };
+        me as u32
+    }
+    walk(root, features, &mut out);
+    out
+}
+
+fn fit_forest(
+    d: &Data,
+    y: &[bool],
+    idx: &[usize],
+    depth: usize,
+    seed: u64,
+) -> Result<ForestParams, String> {
+    let rows = undersample(idx, y, seed);
+    let x = matrix(d, &rows);
+    let t: Array1<usize> = rows.iter().map(|i| usize::from(y[*i])).collect();
+    let rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let forest = EnsembleLearnerParams::new_fixed_rng(
+        DecisionTree::params()
+            .max_depth(Some(depth))
+            .min_weight_leaf(2.0),
+        rng,
+    )
+    .ensemble_size(60)
+    .bootstrap_proportion(0.7)
+    .feature_proportion(0.6)
+    .fit(&DatasetBase::new(x, t))
+    .map_err(|e| format!("random forest: {e}"))?;
+    let trees = forest
+        .models
+        .iter()
+        .zip(&forest.model_features)
+        .map(|(m, f)| convert_tree(m.root_node(), f))
+        .collect();
+    Ok(ForestParams {
+        trees,
+        max_depth: depth,
+    })
+}
+
+fn fit_trees(d: &Data, y: &[bool], idx: &[usize], cfg: &GbdtConfig) -> Result<Gbdt, String> {
+    let pos = idx.iter().filter(|i| y[**i]).count().max(1) as f32;
+    let neg = (idx.len() as f32 - pos).max(1.0);
+    // Square-root balancing: up-weights frauds without flattening the ranking of genuine ones.
+    let w_pos = (neg / pos).sqrt();
+    let mut x = Vec::with_capacity(idx.len() * d.dim);
+    let mut t = Vec::with_capacity(idx.len());
+    let mut w = Vec::with_capacity(idx.len());
+    for &i in idx {
+        x.extend_from_slice(d.row(i));
+        t.push(y[i]);
+        w.push(if y[i] { w_pos } else { 1.0 });
+    }
+    Gbdt::fit(&x, d.dim, &t, &w, cfg)
+}
+
+enum Fitted {
+    Logistic(Logistic, f64),
+    Forest(ForestParams),
+    Trees(Gbdt, GbdtConfig),
+}
+
+impl Fitted {
+    fn predict(&self, z: &[f32]) -> f32 {
+        match self {
+            Fitted::Logistic(m, _) => m.predict(z),
+            Fitted::Forest(p) => Forest {
+                trees: p.trees.clone(),
+            }
+            .predict(z),
+            Fitted::Trees(m, _) => m.predict(z),
+        }
+    }
+}
+
+/// Fits one configuration on the given rows.
+type FitFn = Box<dyn Fn(&Data, &[bool], &[usize]) -> Result<Fitted, String>>;
+
+fn candidates(kind: Kind, seed: u64) -> Vec<(String, FitFn)> {
+    match kind {
+        Kind::Logistic => [0.01, 0.1, 1.0]
+            .into_iter()
+            .map(|alpha| {
+                let f: FitFn = Box::new(move |d, y, idx| {
+                    fit_logistic(d, y, idx, alpha, seed).map(|m| Fitted::Logistic(m, alpha))
+                });
+                (format!("alpha={alpha}"), f)
+            })
+            .collect(),
+        Kind::Forest => [8usize, 14]
+            .into_iter()
+            .map(|depth| {
+                let f: FitFn = Box::new(move |d, y, idx| {
+                    fit_forest(d, y, idx, depth, seed).map(Fitted::Forest)
+                });
+                (format!("max_depth={depth}"), f)
+            })
+            .collect(),
+        Kind::Trees => [(0.05f32, 4usize), (0.1, 6)]
+            .into_iter()
+            .map(|(lr, depth)| {
+                let cfg = GbdtConfig {
+                    learning_rate: lr,
+                    max_depth: depth,
+                    seed,
+                    ..GbdtConfig::default()
+                };
+                let name = format!("learning_rate={lr},max_depth={depth}");
+                let f: FitFn = Box::new(move |d, y, idx| {
+                    fit_trees(d, y, idx, &cfg).map(|m| Fitted::Trees(m, cfg.clone()))
+                });
+                (name, f)
+            })
+            .collect(),
+    }
+}
+
+/// Fraction of the training range (its end) held out to choose hyperparameters and threshold.
+pub const VALIDATION_SHARE: f64 = 0.25;
+
+/// Trains a supervised model on `rows` (in time order) with targets `y`.
+pub fn train(
+    kind: Kind,
+    rows: &[FeatureVector],
+    y: &[bool],
+    meta: &TrainMeta<'_>,
+    target: ThresholdTarget,
+) -> Result<ModelBody, ModelError> {
+    let err = |s: String| ModelError::Train(s);
+    if rows.len() != y.len() {
+        return Err(err(format!("{} rows but {} targets", rows.len(), y.len())));
+    }
+    let dim = N_FEATURES + meta.attributes.len();
+    let split = (rows.len() as f64 * (1.0 - VALIDATION_SHARE)) as usize;
+    let pos_fit = y[..split].iter().filter(|v| **v).count();
+    let pos_val = y[split..].iter().filter(|v| **v).count();
+    if pos_fit < 5 || pos_val < 2 {
+        return Err(err(format!(
+            "too few frauds to train a supervised model: {pos_fit} in the first three quarters of the range, {pos_val} in the last quarter (need 5 and 2); widen --from/--to or train --model kmeans"
+        )));
+    }
+    let scaler: Scaler = fit_scaler(rows, dim);
+    let mut z = Vec::with_capacity(rows.len() * dim);
+    let mut buf = [0.0f32; MAX_DIM];
+    for r in rows {
+        standardise(r, &scaler, &mut buf);
+        z.extend_from_slice(&buf[..dim]);
+    }
+    let d = Data { z, dim };
+    let fit_idx: Vec<usize> = (0..split).collect();
+    let all_idx: Vec<usize> = (0..rows.len()).collect();
+    let val_y = &y[split..];
+    let mut grid = Vec::new();
+    let mut best: Option<(f64, usize)> = None;
+    let cands = candidates(kind, meta.seed);
+    for (c, (name, fit)) in cands.iter().enumerate() {
+        let m = fit(&d, y, &fit_idx).map_err(err)?;
+        let s: Vec<f32> = (split..rows.len()).map(|i| m.predict(d.row(i))).collect();
+        let ap = average_precision(&s, val_y);
+        tracing::info!(model = kind.name(), params = %name, validation_ap = ap, "Candidate fitted.");
+        grid.push(serde_json::json!({"params": name, "validation_ap": ap}));
+        if best.is_none_or(|(b, _)| ap > b) {
+            best = Some((ap, c));
+        }
+    }
+    let (best_ap, best_c) = best.ok_or_else(|| err("no candidate".into()))?;
+    // Held-out scores of the chosen configuration, for a precision target.
+    let chosen = cands[best_c].1(&d, y, &fit_idx).map_err(err)?;
+    let held_out: Vec<f32> = (split..rows.len())
+        .map(|i| chosen.predict(d.row(i)))
+        .collect();
+    // Refit on the whole range (the most recent quarter matters most).
+    let fitted = cands[best_c].1(&d, y, &all_idx).map_err(err)?;
+    let threshold = match target {
+        ThresholdTarget::AlertRate(r) => {
+            let mut s: Vec<f32> = (0..rows.len()).map(|i| fitted.predict(d.row(i))).collect();
+            s.sort_by(|a, b| b.total_cmp(a));
+            let k = ((s.len() as f64 * r).ceil() as usize).clamp(1, s.len());
+            s[k - 1]
+        }
+        ThresholdTarget::Precision(p) => threshold_for_precision(&held_out, val_y, p),
+    };
+    let (params, name) = match fitted {
+        Fitted::Logistic(m, alpha) => (
+            Params::Logistic(LogisticParams {
+                weights: m.w,
+                intercept: m.b,
+                alpha,
+            }),
+            kind.name(),
+        ),
+        Fitted::Forest(p) => (Params::Forest(p), kind.name()),
+        Fitted::Trees(m, cfg) => (
+            Params::Trees(TreesParams {
+                model: m,
+                config: cfg,
+            }),
+            kind.name(),
+        ),
+    };
+    let (version, created_at) = version_of(name, meta, rows.len());
+    let alert_rate = match target {
+        ThresholdTarget::AlertRate(r) => r,
+        ThresholdTarget::Precision(_) => {
+            held_out.iter().filter(|s| **s >= threshold).count() as f64
+                / held_out.len().max(1) as f64
+        }
+    };
+    Ok(ModelBody {
+        version,
+        feature_names: ModelBody::expected_names(meta.attributes),
+        attributes: meta.attributes.to_vec(),
+        transforms: super::Model::transform_names(),
+        threshold: threshold.clamp(0.0, 1.0),
+        scaler,
+        params,
+        trained: TrainInfo {
+            from: meta.from.to_string(),
+            to: meta.to.to_string(),
+            rows: rows.len() as u64,
+            alert_rate,
+            created_at,
+        },
+        validation: Some(serde_json::json!({
+            "held_out_share": VALIDATION_SHARE,
+            "held_out_rows": rows.len() - split,
+            "held_out_frauds": pos_val,
+            "chosen": cands[best_c].0,
+            "chosen_average_precision": best_ap,
+            "grid": grid,
+        })),
+    })
+}
+
+/// The lowest threshold whose precision over `scores` reaches `p` (1.0 if none does).
+pub fn threshold_for_precision(scores: &[f32], y: &[bool], p: f64) -> f32 {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    let (mut tp, mut n) = (0.0f64, 0.0f64);
+    let mut best = 1.0f32;
+    for i in idx {
+        n += 1.0;
+        if y[i] {
+            tp += 1.0;
+        }
+        if tp / n >= p {
+            best = scores[i];
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_precision_matches_sklearn() {
+        // sklearn.metrics.average_precision_score([0,0,1,1], [0.1,0.4,0.35,0.8]) = 0.8333
+        let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]);
+        approx::assert_abs_diff_eq!(ap, 0.833_333, epsilon = 1e-5);
+    }
+
+    #[test]
+    fn precision_threshold() {
+        let s = [0.9, 0.8, 0.7, 0.6];
+        let y = [true, false, true, false];
+        assert_eq!(threshold_for_precision(&s, &y, 1.0), 0.9);
+        assert_eq!(threshold_for_precision(&s, &y, 0.6), 0.7);
+    }
+
+    fn synthetic(n: usize) -> (Vec<FeatureVector>, Vec<bool>) {
+        use rand::Rng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..n {
+            let mut r = [0.0f32; MAX_DIM];
+            for v in r.iter_mut().take(N_FEATURES) {
+                *v = rng.gen_range(0.0..5.0);
+            }
+            // Fraud when amount (0) is high and the 30-day ratio (18) is high: nonlinear.
+            let f = r[0] > 4.0 && r[18] > 3.5 && rng.gen_bool(0.9);
+            if f {
+                r[0] *= 20.0;
+            }
+            rows.push(r);
+            y.push(f);
+        }
+        (rows, y)
+    }
+
+    #[test]
+    fn every_kind_learns_and_round_trips() {
+        let (rows, y) = synthetic(6000);
+        let meta = TrainMeta {
+            attributes: &[],
+            from: "a",
+            to: "b",
+            alert_rate: 0.05,
+            seed: 1,
+        };
+        for kind in [Kind::Logistic, Kind::Forest, Kind::Trees] {
+            let body =
+                train(kind, &rows, &y, &meta, ThresholdTarget::AlertRate(0.05)).expect("train");
+            let text = super::super::Model::to_file_text(&body).expect("json");
+            let m = super::super::Model::parse(&text, std::path::Path::new("m")).expect("loads");
+            use super::super::Predict;
+            let s: Vec<f32> = rows.iter().map(|r| m.score(r)).collect();
+            let ap = average_precision(&s, &y);
+            assert!(ap > 0.5, "{kind:?}: AP {ap}");
+            let fraud = rows
+                .iter()
+                .zip(&y)
+                .find(|(_, y)| **y)
+                .map(|(r, _)| r)
+                .expect("a fraud");
+            assert!(!m.explain(fraud, 3).is_empty(), "{kind:?} explains");
+        }
+    }
+}
