@@ -119,6 +119,10 @@ pub enum Command {
         /// held-out last quarter of the range (supervised models).
         #[arg(long)]
         precision: Option<f64>,
+        /// Inputs: all (the windowed features and any attributes) or attributes (the amount and
+        /// the attributes only, for data sets without accounts or merchants).
+        #[arg(long, default_value = "all", value_parser = ["all", "attributes"])]
+        inputs: String,
         /// k-means clusters.
         #[arg(long, default_value_t = 16)]
         clusters: usize,

@@ -195,6 +195,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             alert_rate,
             precision,
+            inputs,
             clusters,
             seed,
             config,
@@ -230,6 +231,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 to: &to_s,
                 alert_rate,
                 seed,
+                attributes_only: inputs == "attributes",
             };
             let target = match precision {
                 Some(p) => supervised::ThresholdTarget::Precision(p),

@@ -269,10 +269,12 @@ pub fn score_file(
             alerts += u64::from(alert);
             writeln!(
                 w,
-                "{},{:.6},{}",
+                "{},{:.6},{},{},{}",
                 csv_field(&tx.tx_id),
                 score,
-                u8::from(alert)
+                u8::from(alert),
+                crate::decode::format_ts(tx.ts),
+                csv_field(&tx.account_id)
             )
             .map_err(io_err(out))
         },

@@ -187,6 +187,21 @@ pub struct TrainMeta<'a> {
     pub alert_rate: f64,
     /// RNG seed.
     pub seed: u64,
+    /// Use only the amount and the attributes (for data sets without accounts or merchants):
+    /// the windowed features get a scale so large that their standardised value is 0.
+    pub attributes_only: bool,
+}
+
+/// Scale given to masked inputs: their standardised value is 0 whatever the input.
+pub const MASKED_STD: f32 = 1e30;
+
+/// Applies `meta.attributes_only` to a fitted scaler.
+pub fn mask(scaler: &mut Scaler, meta: &TrainMeta<'_>) {
+    if meta.attributes_only {
+        for i in 1..crate::features::N_FEATURES.min(scaler.std.len()) {
+            scaler.std[i] = MASKED_STD;
+        }
+    }
 }
 
 /// A version string: kind, time of training, and a hash of what it was trained on.
@@ -227,7 +242,8 @@ pub fn train(
             "alert rate {alert_rate} must be in (0, 1)"
         )));
     }
-    let scaler = fit_scaler(rows, dim);
+    let mut scaler = fit_scaler(rows, dim);
+    mask(&mut scaler, meta);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut idx: Vec<usize> = (0..rows.len()).collect();
     if idx.len() > MAX_FIT_ROWS {
@@ -321,6 +337,7 @@ mod tests {
             to: "b",
             alert_rate: 0.01,
             seed: 1,
+            attributes_only: false,
         };
         assert!(matches!(train(&rows, 8, &meta), Err(ModelError::Train(_))));
     }

@@ -470,6 +470,7 @@ mod tests {
             to: "2018-04-08",
             alert_rate: 0.01,
             seed: 1,
+            attributes_only: false,
         }
     }
 

@@ -464,7 +464,8 @@ pub fn train(
             "too few frauds to train a supervised model: {pos_fit} in the first three quarters of the range, {pos_val} in the last quarter (need 5 and 2); widen --from/--to or train --model kmeans"
         )));
     }
-    let scaler: Scaler = fit_scaler(rows, dim);
+    let mut scaler: Scaler = fit_scaler(rows, dim);
+    super::kmeans::mask(&mut scaler, meta);
     let mut z = Vec::with_capacity(rows.len() * dim);
     let mut buf = [0.0f32; MAX_DIM];
     for r in rows {
@@ -624,6 +625,7 @@ mod tests {
             to: "b",
             alert_rate: 0.05,
             seed: 1,
+            attributes_only: false,
         };
         for kind in [Kind::Logistic, Kind::Forest, Kind::Trees] {
             let body =

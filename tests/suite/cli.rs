@@ -75,7 +75,7 @@ fn score_fixture_writes_a_row_per_valid_transaction() {
         .count();
     assert!(bad >= 3, "the fixture has bad lines: {err}");
     let csv = std::fs::read_to_string(&out_csv).expect("csv");
-    assert_eq!(csv.lines().next(), Some("tx_id,score,alert"));
+    assert_eq!(csv.lines().next(), Some("tx_id,score,alert,ts,account_id"));
     assert_eq!(csv.lines().count() - 1, total - bad);
     for row in csv.lines().skip(1) {
         let cols: Vec<&str> = row.split(',').collect();
@@ -100,6 +100,8 @@ fn train_then_score_round_trip() {
             "2018-04-05",
             "--to",
             "2018-04-15",
+            "--model",
+            "kmeans",
             "--clusters",
             "4",
             "--out",
@@ -113,6 +115,75 @@ fn train_then_score_round_trip() {
         String::from_utf8_lossy(&out.stderr)
     );
     fraudstream::model::Model::load(&model).expect("the trained model loads");
+    // Supervised training on too few frauds says so, naming the remedy.
+    let out = bin()
+        .args([
+            "train",
+            "--transactions",
+            "fixtures/transactions.jsonl",
+            "--labels",
+            "fixtures/labels.jsonl",
+            "--from",
+            "2018-04-05",
+            "--to",
+            "2018-04-06",
+            "--out",
+        ])
+        .arg(dir.join("t.json"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too few frauds"));
+}
+
+/// `eval` over `score`'s output prints the measures and writes the report.
+#[test]
+fn eval_writes_measures_and_report() {
+    let dir = std::env::temp_dir().join(unique("eval"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let csv = dir.join("s.csv");
+    let ok = bin()
+        .args([
+            "score",
+            "--transactions",
+            "fixtures/transactions.jsonl",
+            "--labels",
+            "fixtures/labels.jsonl",
+            "--model",
+            "models/default.json",
+            "--out",
+        ])
+        .arg(&csv)
+        .output()
+        .expect("runs");
+    assert!(ok.status.success());
+    let out = bin()
+        .args(["eval", "--scores"])
+        .arg(&csv)
+        .args([
+            "--labels",
+            "fixtures/labels.jsonl",
+            "--from",
+            "2018-04-10",
+            "--report",
+        ])
+        .arg(dir.join("rep"))
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("ROC AUC"), "{text}");
+    assert!(text.contains("card precision@100"), "{text}");
+    let html = std::fs::read_to_string(dir.join("rep/report.html")).expect("report");
+    assert!(html.contains("<svg"));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rep/metrics.json")).expect("json"))
+            .expect("metrics.json");
+    assert!(m["transactions"].as_u64().unwrap_or(0) > 0);
 }
 
 /// SIGHUP reloads the model file in the real binary.
