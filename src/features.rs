@@ -523,6 +523,30 @@ mod tests {
         assert_eq!(fv[25], 0.0); // merchant m2 has no history
     }
 
+    /// The 1-day and 7-day windows and the 7-day ratio, by hand: three earlier transactions,
+    /// 2 days, 20 hours and 10 minutes before the scored one.
+    #[test]
+    fn hand_computed_day_and_week_windows() {
+        let s = State::new(&StateConfig::default());
+        let t = 86_400 * 20_010 + 12 * 3_600; // noon
+        step(&s, &tx("a", t - 2 * 86_400, "c1", "m1", 100.0));
+        step(&s, &tx("b", t - 20 * 3_600, "c1", "m1", 40.0));
+        step(&s, &tx("c", t - 600, "c1", "m1", 20.0));
+        let fv = step(&s, &tx("d", t, "c1", "m1", 180.0));
+        // 1 day = this hour's bucket and the 23 before: b (20 h ago) and c.
+        assert_eq!((fv[5], fv[6], fv[7], fv[8]), (2.0, 60.0, 30.0, 40.0));
+        // 7 days = today's bucket and the 6 days before: all three.
+        assert_eq!(
+            (fv[9], fv[10], fv[11], fv[12]),
+            (3.0, 160.0, 160.0 / 3.0, 100.0)
+        );
+        approx::assert_abs_diff_eq!(fv[17], 180.0 / (160.0 / 3.0), epsilon = 1e-4);
+        // 1 hour: only c.
+        assert_eq!((fv[1], fv[2]), (1.0, 20.0));
+        assert_eq!(fv[20], 600.0);
+        assert_eq!(fv[22], 0.0, "m1 is known");
+    }
+
     #[test]
     fn merchant_windows_and_first_transaction() {
         let s = State::new(&StateConfig::default());

@@ -384,3 +384,75 @@ pub fn training_rows(
         summary,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx_line(id: &str, ts: &str, acct: &str) -> String {
+        format!(
+            r#"{{"tx_id":"{id}","ts":"{ts}","account_id":"{acct}","merchant_id":"m1","amount":10,"currency":"EUR"}}"#
+        )
+    }
+
+    /// In a replay a label becomes visible at its reported_at, never earlier: the account's
+    /// "confirmed frauds" feature (24) stays 0 before it and is 1 after.
+    #[test]
+    fn labels_are_visible_only_from_reported_at() {
+        let dir = std::env::temp_dir().join(format!("fs-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let txs = dir.join("t.jsonl");
+        let labels = dir.join("l.jsonl");
+        let lines = [
+            tx_line("f1", "2018-04-01T10:00:00Z", "c1"),
+            tx_line("x1", "2018-04-03T09:59:59Z", "c1"),
+            tx_line("x2", "2018-04-05T09:59:59Z", "c1"),
+            tx_line("x3", "2018-04-05T10:00:00Z", "c1"),
+            tx_line("x4", "2018-04-06T10:00:00Z", "c1"),
+        ];
+        std::fs::write(&txs, lines.join("\n")).expect("write");
+        std::fs::write(
+            &labels,
+            r#"{"tx_id":"f1","account_id":"c1","fraud":true,"reported_at":"2018-04-05T10:00:00Z"}"#,
+        )
+        .expect("write");
+        let state = State::new(&StateConfig::default());
+        let mut seen = Vec::new();
+        let s = replay(
+            &txs,
+            Some(&labels),
+            0,
+            &state,
+            &InputConfig::default(),
+            None,
+            &[],
+            |tx, _, fv| {
+                seen.push((tx.tx_id.to_string(), fv[24]));
+                Ok(())
+            },
+        )
+        .expect("replay");
+        assert_eq!(s.labels_applied, 1);
+        let frauds: Vec<f32> = seen.iter().map(|(_, f)| *f).collect();
+        assert_eq!(frauds, vec![0.0, 0.0, 0.0, 1.0, 1.0]);
+        // Without reported_at, the label delay applies from the transaction's time.
+        std::fs::write(&labels, r#"{"tx_id":"f1","account_id":"c1","fraud":true}"#).expect("write");
+        let state = State::new(&StateConfig::default());
+        let mut seen = Vec::new();
+        replay(
+            &txs,
+            Some(&labels),
+            2 * 86_400_000,
+            &state,
+            &InputConfig::default(),
+            None,
+            &[],
+            |_, _, fv| {
+                seen.push(fv[24]);
+                Ok(())
+            },
+        )
+        .expect("replay");
+        assert_eq!(seen, vec![0.0, 0.0, 1.0, 1.0, 1.0]);
+    }
+}
