@@ -249,3 +249,37 @@ fn sighup_reloads_the_model() {
     let status = child.wait().expect("exit");
     assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
 }
+
+/// `score` reads gzip-compressed files too, with the same results.
+#[test]
+fn score_reads_gzip() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(unique("gz"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let gz = dir.join("t.jsonl.gz");
+    let raw = std::fs::read(root().join("fixtures/transactions.jsonl")).expect("fixture");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).expect("create"),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(&raw).expect("write");
+    enc.finish().expect("finish");
+    let run = |input: &std::path::Path, out: &std::path::Path| {
+        let o = bin()
+            .args(["score", "--transactions"])
+            .arg(input)
+            .args(["--model", "models/default.json", "--out"])
+            .arg(out)
+            .output()
+            .expect("runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out).expect("csv")
+    };
+    let plain = run(
+        &root().join("fixtures/transactions.jsonl"),
+        &dir.join("a.csv"),
+    );
+    let zipped = run(&gz, &dir.join("b.csv"));
+    assert_eq!(plain, zipped);
+    assert!(plain.lines().count() > 2000);
+}
