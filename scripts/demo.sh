@@ -18,11 +18,13 @@ cargo build --release --locked --quiet
 echo "== generating 14 days of traffic for 3000 accounts"
 "$BIN" generate --out "$DEMO" --accounts 3000 --merchants 300 --days 14 --seed 7
 
-export FRAUD__KAFKA__GROUP_ID="fraudstream-demo"
-export FRAUD__TOPICS__TRANSACTIONS="demo-transactions"
-export FRAUD__TOPICS__ALERTS="demo-alerts"
-export FRAUD__TOPICS__DEAD_LETTER="demo-transactions-dlq"
-export FRAUD__TOPICS__LABELS="demo-labels"
+# Topics and group of this run (a second run starts clean).
+RUN="demo-$(date +%Y%m%d%H%M%S)"
+export FRAUD__KAFKA__GROUP_ID="$RUN"
+export FRAUD__TOPICS__TRANSACTIONS="$RUN-transactions"
+export FRAUD__TOPICS__ALERTS="$RUN-alerts"
+export FRAUD__TOPICS__DEAD_LETTER="$RUN-transactions-dlq"
+export FRAUD__TOPICS__LABELS="$RUN-labels"
 export FRAUD__TOPICS__PARTITIONS=1
 
 echo "== starting the worker (log: demo/worker.log, metrics: http://127.0.0.1:9898/metrics)"
@@ -52,8 +54,18 @@ for _ in $(seq 1 240); do
 done
 echo "== metrics (http://127.0.0.1:9898/metrics)"
 curl -fs http://127.0.0.1:9898/metrics | grep -E '^fraud_(decisions_total|messages_discarded_total\{reason="not_json"\}|late_events_total|window_entries|build_info)'
-echo "== five alerts from the demo-alerts topic"
-bash scripts/kafka.sh consume demo-alerts 5 | cut -f3- | head -5
+alerts=$(curl -fs http://127.0.0.1:9898/metrics | awk '/^fraud_decisions_total\{decision="alert"\}/ {print $2}')
+alerts=${alerts%.*}
+bash scripts/kafka.sh consume "$RUN-alerts" "${alerts:-5}" | cut -f3- >"$DEMO/alerts.jsonl"
+echo "== $(wc -l <"$DEMO/alerts.jsonl") alerts from topic $RUN-alerts in demo/alerts.jsonl; the last five (the first days alert more: the state starts empty)"
+tail -n 5 "$DEMO/alerts.jsonl"
+python3 - "$DEMO/alerts.jsonl" "$DEMO/labels.jsonl" <<'PY'
+import json, sys
+frauds = {json.loads(l)["tx_id"] for l in open(sys.argv[2]) if l.strip()}
+alerts = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+hit = sum(a["tx_id"] in frauds for a in alerts)
+print(f"== alerts that are labelled frauds: {hit} of {len(alerts)}; frauds alerted: {hit} of {len(frauds)}")
+PY
 echo "== the dead letter, with its headers"
-bash scripts/kafka.sh consume demo-transactions-dlq 1 | head -1
+bash scripts/kafka.sh consume "$RUN-transactions-dlq" 1 | head -1
 echo "demo: done. Grafana: see grafana/README.md. Stop Kafka with: bash scripts/kafka.sh stop"

@@ -428,7 +428,7 @@ async fn model_watcher(
 }
 
 async fn state_gauge(engine: Arc<Engine>, metrics: Metrics, token: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             biased;
