@@ -255,7 +255,7 @@ fn invalid(field: &str, detail: String) -> DecodeError {
 
 /// Turns a serde error into a reason; on the (cold) error path, parses again with
 /// `serde_path_to_error` to name the field.
-fn classify(text: &str, e: serde_json::Error) -> DecodeError {
+fn classify_as<'de, T: Deserialize<'de>>(text: &'de str, e: serde_json::Error) -> DecodeError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson {
@@ -263,8 +263,7 @@ fn classify(text: &str, e: serde_json::Error) -> DecodeError {
         },
         Category::Data => {
             let mut de = serde_json::Deserializer::from_str(text);
-            let r: Result<Transaction<'_>, _> = serde_path_to_error::deserialize(&mut de);
-            match r {
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
                 Err(pe) => data_error(pe.path().to_string(), pe.inner().to_string()),
                 Ok(_) => DecodeError::NotJson {
                     detail: e.to_string(),
@@ -274,23 +273,12 @@ fn classify(text: &str, e: serde_json::Error) -> DecodeError {
     }
 }
 
+fn classify(text: &str, e: serde_json::Error) -> DecodeError {
+    classify_as::<Transaction<'_>>(text, e)
+}
+
 fn classify_label(text: &str, e: serde_json::Error) -> DecodeError {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson {
-            detail: e.to_string(),
-        },
-        Category::Data => {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let r: Result<Label, _> = serde_path_to_error::deserialize(&mut de);
-            match r {
-                Err(pe) => data_error(pe.path().to_string(), pe.inner().to_string()),
-                Ok(_) => DecodeError::NotJson {
-                    detail: e.to_string(),
-                },
-            }
-        }
-    }
+    classify_as::<Label>(text, e)
 }
 
 fn data_error(path: String, msg: String) -> DecodeError {

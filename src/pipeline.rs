@@ -129,16 +129,7 @@ impl PartitionTask {
             Err(e) => {
                 s.metrics.discarded(e.reason());
                 tracing::warn!(topic = %self.topic, partition = self.partition, offset, reason = e.reason(), error = %e, "Message sent to the dead-letter topic.");
-                let dl = DeadLetter {
-                    code: e.reason(),
-                    message: e.to_string(),
-                    topic: &self.topic,
-                    partition: self.partition,
-                    offset,
-                    timestamp_ms: m.timestamp().to_millis(),
-                };
-                let fut = s.sink.send_dead_letter(m.key(), m.payload(), &dl);
-                return Either::Right(Box::pin(async move { (offset, fut.await, started) }));
+                return self.dead_letter(m, e.reason(), e.to_string(), started);
             }
         };
         let t0 = Instant::now();
@@ -177,18 +168,30 @@ impl PartitionTask {
             Err(e) => {
                 s.metrics.error(metrics::STAGE_SENDING, "serialize");
                 tracing::error!(offset, error = %e, "Cannot serialise an alert.");
-                let dl = DeadLetter {
-                    code: "serialize",
-                    message: e.to_string(),
-                    topic: &self.topic,
-                    partition: self.partition,
-                    offset,
-                    timestamp_ms: m.timestamp().to_millis(),
-                };
-                let fut = s.sink.send_dead_letter(m.key(), m.payload(), &dl);
-                Either::Right(Box::pin(async move { (offset, fut.await, started) }))
+                self.dead_letter(m, "serialize", e.to_string(), started)
             }
         }
+    }
+
+    /// Sends `m` unchanged to the dead-letter topic with headers naming `code` and `message`.
+    fn dead_letter(
+        &self,
+        m: &OwnedMessage,
+        code: &str,
+        message: String,
+        started: Instant,
+    ) -> SettleFuture {
+        let offset = m.offset();
+        let dl = DeadLetter {
+            code,
+            message,
+            topic: &self.topic,
+            partition: self.partition,
+            offset,
+            timestamp_ms: m.timestamp().to_millis(),
+        };
+        let fut = self.shared.sink.send_dead_letter(m.key(), m.payload(), &dl);
+        Either::Right(Box::pin(async move { (offset, fut.await, started) }))
     }
 
     /// The one place where a delivered decision becomes a stored offset.
