@@ -32,13 +32,29 @@ fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
     })
 }
 
+/// The error and its causes, "a: b: c", leaving out a cause whose words the message before it
+/// already holds (our errors name their cause in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if !out.contains(&m) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&m);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::from(1)
         }
     }

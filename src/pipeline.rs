@@ -302,12 +302,14 @@ pub async fn run(
     let mut senders: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
     let mut tasks: Vec<JoinHandle<Result<(), PipelineError>>> = Vec::new();
     let mut failure: Option<PipelineError> = None;
+    let mut consume_errors: u32 = 0;
     loop {
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
             r = consumer.recv() => match r {
                 Ok(m) => {
+                    consume_errors = 0;
                     let p = m.partition();
                     let tx = senders.entry(p).or_insert_with(|| {
                         let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
@@ -322,9 +324,19 @@ pub async fn run(
                     }
                 }
                 Err(e) => {
+                    // Transient (broker down, rebalance): back off 0.2 s doubling to 5 s, and log
+                    // the 1st, 2nd, 4th, 8th... consecutive error, not every one.
                     metrics.error(metrics::STAGE_RECEIVING, "kafka_consume");
-                    tracing::warn!(error = %e, "Consume error; retrying.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    consume_errors += 1;
+                    if consume_errors.is_power_of_two() {
+                        tracing::warn!(error = %e, consecutive = consume_errors, "Consume error; retrying.");
+                    }
+                    let backoff = 200u64.saturating_mul(1 << consume_errors.min(5)).min(5_000);
+                    tokio::select! {
+                        biased;
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(backoff)) => {}
+                    }
                 }
             }
         }
