@@ -354,12 +354,8 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 #[inline]
 pub fn window_aggs(w: &Windows, ts_ms: i64) -> [Agg; 4] {
     let s = ts_ms.div_euclid(1000);
-    [
-        w.fine.window(s, 12),
-        w.hour.window(s, 24),
-        w.day.window(s, 7),
-        w.day.window(s, 30),
-    ]
+    let (d7, d30) = w.day.windows2(s, 7, 30);
+    [w.fine.window(s, 12), w.hour.window(s, 24), d7, d30]
 }
 
 #[inline]

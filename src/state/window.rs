@@ -155,19 +155,39 @@ impl Ring {
 
     /// Aggregates over the `n` buckets ending with the one holding `end_ts_s`, counting only
     /// buckets still held.
+    #[inline]
     pub fn window(&self, end_ts_s: i64, n: usize) -> Agg {
+        self.windows2(end_ts_s, n, n).1
+    }
+
+    /// Aggregates over the `short` and the `long` (>= short) buckets ending with the one holding
+    /// `end_ts_s`, in one pass from the newest bucket back.
+    pub fn windows2(&self, end_ts_s: i64, short: usize, long: usize) -> (Agg, Agg) {
         let mut agg = Agg::default();
+        let mut short_agg = Agg::default();
         if self.head == i64::MIN {
-            return agg;
+            return (short_agg, agg);
         }
+        let len = self.buckets.len() as i64;
         let end = self.index(end_ts_s);
-        let oldest_held = self.head - self.buckets.len() as i64 + 1;
-        let start = (end - n as i64 + 1).max(oldest_held);
+        let oldest_held = self.head - len + 1;
         // Slots after `head` hold stale buckets of an earlier lap: never read them.
         let last = end.min(self.head);
-        let mut i = start;
-        while i <= last {
-            let b = &self.buckets[self.slot(i)];
+        let short_start = end - short as i64 + 1;
+        let start = (end - long as i64 + 1).max(oldest_held);
+        if last < start {
+            return (short_agg, agg);
+        }
+        // Walk from `last` back to `start`, stepping the slot without a division per bucket.
+        let mut slot = self.slot(last);
+        let mut i = last;
+        let mut taken = false;
+        loop {
+            if !taken && i < short_start {
+                short_agg = agg;
+                taken = true;
+            }
+            let b = &self.buckets[slot];
             if b.count > 0 {
                 agg.count += b.count;
                 agg.sum += b.sum as f64;
@@ -176,9 +196,20 @@ impl Ring {
                     agg.max = b.max as f64;
                 }
             }
-            i += 1;
+            if i == start {
+                break;
+            }
+            i -= 1;
+            slot = if slot == 0 {
+                len as usize - 1
+            } else {
+                slot - 1
+            };
         }
-        agg
+        if !taken {
+            short_agg = agg;
+        }
+        (short_agg, agg)
     }
 }
 
@@ -244,6 +275,33 @@ mod tests {
                 prop_assert!((wa.sum - wb.sum).abs() < 1e-3);
                 prop_assert_eq!(wa.max, wb.max);
             }
+        }
+
+        /// One pass for two windows gives what two separate windows give.
+        #[test]
+        fn windows2_matches_window(events in proptest::collection::vec((0i64..5_000, 1u32..100), 1..80), end in 0i64..6_000, a in 1usize..40, b in 1usize..40) {
+            let mut sorted = events.clone();
+            sorted.sort();
+            let mut r = Ring::new(60, 45);
+            for (t, amt) in &sorted { r.add(*t, *amt as f32); }
+            let (short, long) = (a.min(b), a.max(b));
+            let (s2, l2) = r.windows2(end, short, long);
+            // Naive reference over the event list.
+            let head = sorted.last().map_or(0, |e| e.0.div_euclid(60));
+            let end_idx = end.div_euclid(60);
+            let naive = |n: usize| {
+                let inside: Vec<u32> = sorted.iter().filter(|(t, _)| {
+                    let i = t.div_euclid(60);
+                    i <= end_idx && i > end_idx - n as i64 && i > head - 45
+                }).map(|e| e.1).collect();
+                (inside.len() as u32, inside.iter().map(|v| *v as f64).sum::<f64>(), inside.iter().copied().max().unwrap_or(0) as f64)
+            };
+            let (sc, ss, sm) = naive(short);
+            let (lc, ls, lm) = naive(long);
+            prop_assert_eq!((s2.count, s2.max), (sc, sm));
+            prop_assert!((s2.sum - ss).abs() < 1e-3);
+            prop_assert_eq!((l2.count, l2.max), (lc, lm));
+            prop_assert!((l2.sum - ls).abs() < 1e-3);
         }
 
         /// Window count never exceeds the events added and never counts events after its end.
