@@ -152,6 +152,7 @@ struct RawState {
     max_merchants: i64,
     idle_ttl_secs: i64,
     allowed_lateness_secs: i64,
+    warmup_secs: i64,
 }
 
 /// `[model]` as written.
@@ -258,6 +259,8 @@ pub struct StateConfig {
     pub idle_ttl_secs: u64,
     /// Out-of-order tolerance, in seconds.
     pub allowed_lateness_secs: i64,
+    /// History replayed into state when a partition starts, in seconds; 0 disables.
+    pub warmup_secs: u64,
 }
 
 impl Default for StateConfig {
@@ -267,6 +270,7 @@ impl Default for StateConfig {
             max_merchants: 200_000,
             idle_ttl_secs: 35 * 86_400,
             allowed_lateness_secs: 3_600,
+            warmup_secs: 30 * 86_400,
         }
     }
 }
@@ -624,6 +628,12 @@ impl TryFrom<RawConfig> for Config {
         let max_accounts = positive(&mut p, "state.max_accounts", s.max_accounts);
         let max_merchants = positive(&mut p, "state.max_merchants", s.max_merchants);
         let idle_ttl_secs = positive(&mut p, "state.idle_ttl_secs", s.idle_ttl_secs);
+        if !(0..=90 * 86_400).contains(&s.warmup_secs) {
+            p.push(format!(
+                "state.warmup_secs: must be in 0..=7776000 (90 days), got {}",
+                s.warmup_secs
+            ));
+        }
         if !(0..=86_400).contains(&s.allowed_lateness_secs) {
             p.push(format!(
                 "state.allowed_lateness_secs: must be in 0..=86400, got {}",
@@ -688,6 +698,7 @@ impl TryFrom<RawConfig> for Config {
                     max_merchants,
                     idle_ttl_secs,
                     allowed_lateness_secs: s.allowed_lateness_secs,
+                    warmup_secs: s.warmup_secs.max(0) as u64,
                 },
                 model: ModelConfig {
                     path: PathBuf::from(raw.model.path),

@@ -9,6 +9,7 @@
 //! | `fraud_decisions_total` | counter | decision |
 //! | `fraud_late_events_total` | counter | |
 //! | `fraud_labels_total` | counter | outcome |
+//! | `fraud_state_warmup_events_total` | counter | |
 //! | `fraud_processing_duration_seconds` | histogram | |
 //! | `fraud_model_inference_duration_seconds` | histogram | |
 //! | `fraud_event_lag_seconds` | histogram | |
@@ -36,6 +37,8 @@ pub const DECISIONS: &str = "fraud_decisions_total";
 pub const LATE_EVENTS: &str = "fraud_late_events_total";
 /// Labels consumed, by outcome.
 pub const LABELS: &str = "fraud_labels_total";
+/// Events applied to state from a partition's history before its first decision.
+pub const WARMUP_EVENTS: &str = "fraud_state_warmup_events_total";
 /// Time from message received to decision delivered and offset stored.
 pub const PROCESSING_DURATION: &str = "fraud_processing_duration_seconds";
 /// Time in the model.
@@ -99,6 +102,7 @@ pub struct Metrics {
     decisions: IntCounterVec,
     late: IntCounter,
     labels: IntCounterVec,
+    warmup: IntCounter,
     /// Processing time.
     pub processing: Histogram,
     /// Inference time.
@@ -149,6 +153,10 @@ impl Metrics {
         let labels = IntCounterVec::new(
             Opts::new(LABELS, "Fraud labels consumed, by what applying them did."),
             &[L_OUTCOME],
+        )?;
+        let warmup = IntCounter::new(
+            WARMUP_EVENTS,
+            "Events applied to state from partition history before the first decision.",
         )?;
         let processing = Histogram::with_opts(
             HistogramOpts::new(
@@ -206,6 +214,7 @@ impl Metrics {
         registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(late.clone()))?;
         registry.register(Box::new(labels.clone()))?;
+        registry.register(Box::new(warmup.clone()))?;
         registry.register(Box::new(processing.clone()))?;
         registry.register(Box::new(inference.clone()))?;
         registry.register(Box::new(event_lag.clone()))?;
@@ -238,6 +247,7 @@ impl Metrics {
             decisions,
             late,
             labels,
+            warmup,
             processing,
             inference,
             event_lag,
@@ -284,6 +294,11 @@ impl Metrics {
     /// A label consumed.
     pub fn label(&self, outcome: &str) {
         self.labels.with_label_values(&[outcome]).inc();
+    }
+
+    /// Events replayed into state by a warm-up.
+    pub fn warmed_up(&self, n: u64) {
+        self.warmup.inc_by(n);
     }
 
     /// State size.
@@ -339,6 +354,7 @@ mod tests {
             DECISIONS,
             LATE_EVENTS,
             LABELS,
+            WARMUP_EVENTS,
             PROCESSING_DURATION,
             INFERENCE_DURATION,
             EVENT_LAG,

@@ -72,6 +72,7 @@ type SettleFuture = Either<Ready<Settled>, BoxFuture<'static, Settled>>;
 
 /// What every partition task shares.
 struct Shared {
+    token: CancellationToken,
     engine: Arc<Engine>,
     sink: Sink,
     consumer: Arc<StreamConsumer<WorkerContext>>,
@@ -93,12 +94,17 @@ impl PartitionTask {
             .metrics
             .received_counter(&self.topic, self.partition);
         let (alerts, passes) = self.shared.metrics.decision_counters();
+        let mut warmed = self.shared.cfg.state.warmup_secs == 0;
         loop {
             tokio::select! {
                 biased;
                 Some(done) = inflight.next(), if !inflight.is_empty() => self.settle(done)?,
                 msg = rx.recv(), if inflight.len() < MAX_IN_FLIGHT => match msg {
                     Some(m) => {
+                        if !warmed {
+                            warmed = true;
+                            self.warm_up(m.offset()).await;
+                        }
                         received.inc();
                         inflight.push_back(self.process(&m, &alerts, &passes));
                     }
@@ -110,6 +116,41 @@ impl PartitionTask {
             self.settle(done)?;
         }
         Ok(())
+    }
+
+    /// Rebuilds this partition's share of the state before its first decision: reads the
+    /// partition from `state.warmup_secs` ago up to `until` (the first offset this task will
+    /// decide, i.e. the committed one) and applies every valid transaction to the state, with
+    /// no score and no output. A restarted worker, or one taking over a partition, so keeps
+    /// its accounts' windows. Best effort: a failure is logged and processing goes on.
+    async fn warm_up(&self, until: i64) {
+        if until <= 0 {
+            return;
+        }
+        let s = self.shared.clone();
+        let topic = self.topic.clone();
+        let partition = self.partition;
+        let started = Instant::now();
+        let r = tokio::task::spawn_blocking(move || warm_up_blocking(&s, &topic, partition, until))
+            .await;
+        match r {
+            Ok(Ok(n)) => {
+                self.shared.metrics.warmed_up(n);
+                tracing::info!(
+                    partition = self.partition,
+                    events = n,
+                    until_offset = until,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "State warmed up from the partition's history."
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(partition = self.partition, error = %e, "State warm-up failed; continuing with the state as it is.")
+            }
+            Err(e) => {
+                tracing::warn!(partition = self.partition, error = %e, "State warm-up task failed.")
+            }
+        }
     }
 
     /// Decides one message and returns the future of its delivery.
@@ -215,6 +256,64 @@ impl PartitionTask {
     }
 }
 
+fn warm_up_blocking(
+    s: &Shared,
+    topic: &str,
+    partition: i32,
+    until: i64,
+) -> Result<u64, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::BaseConsumer;
+    let mut c = crate::sink::base_client_config(&s.cfg);
+    c.set("group.id", format!("{}.warmup", s.cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer = c.create()?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let since_ms = now_ms - s.cfg.state.warmup_secs.saturating_mul(1000) as i64;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(since_ms))?;
+    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+    let start = match found.find_partition(topic, partition).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => o,
+        _ => return Ok(0),
+    };
+    if start >= until {
+        return Ok(0);
+    }
+    let mut from = TopicPartitionList::new();
+    from.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&from)?;
+    let attributes = s.engine.current().attributes().to_vec();
+    let mut n = 0u64;
+    let mut idle = 0;
+    while !s.token.is_cancelled() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                if m.offset() >= until {
+                    break;
+                }
+                if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
+                    crate::engine::observe(&s.engine.state, &tx, &attributes);
+                    n += 1;
+                }
+                if m.offset() + 1 >= until {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                // The history ends before `until` (deleted by retention or compaction).
+                idle += 1;
+                if idle >= 20 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Health flags behind `/readyz`.
 #[derive(Clone, Default)]
 pub struct Health {
@@ -293,6 +392,7 @@ pub async fn run(
     ));
 
     let shared = Arc::new(Shared {
+        token: token.clone(),
         engine,
         sink: sink.clone(),
         consumer: consumer.clone(),

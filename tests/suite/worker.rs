@@ -197,6 +197,7 @@ async fn restart_resumes_from_committed_offsets_without_loss() {
             .await
             .expect("join");
     assert_eq!(first.len(), 150);
+    assert_eq!(w.metric("fraud_state_warmup_events_total").await, 0.0);
     w.stop().await;
     let c = committed(&cfg.kafka.group_id, &cfg.topics.transactions, 2);
     assert_eq!(c.values().sum::<i64>(), 150, "{c:?}");
@@ -206,7 +207,7 @@ async fn restart_resumes_from_committed_offsets_without_loss() {
     w.ready(Duration::from_secs(60)).await;
     let alerts = cfg.topics.alerts.clone();
     let all =
-        tokio::task::spawn_blocking(move || read_topic(&alerts, 300, Duration::from_secs(30)))
+        tokio::task::spawn_blocking(move || read_topic(&alerts, 301, Duration::from_secs(15)))
             .await
             .expect("join");
     let ids: HashSet<String> = alert_ids(&all).into_iter().collect();
@@ -216,8 +217,12 @@ async fn restart_resumes_from_committed_offsets_without_loss() {
             "lost event {i}"
         );
     }
-    // Only the second batch was processed by the second worker.
+    // Only the second batch was decided by the second worker; the first batch was replayed into
+    // its state (warm-up), with no decision and no alert.
     assert_eq!(w.metric("fraud_messages_received_total").await, 150.0);
+    assert_eq!(w.metric("fraud_decisions_total").await, 150.0);
+    assert_eq!(w.metric("fraud_state_warmup_events_total").await, 150.0);
+    assert_eq!(all.len(), 300, "warm-up writes no alert");
     w.stop().await;
     let c = committed(&cfg.kafka.group_id, &cfg.topics.transactions, 2);
     assert_eq!(c.values().sum::<i64>(), 300, "{c:?}");
