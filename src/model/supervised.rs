@@ -499,7 +499,9 @@ pub fn train(
     let fitted = cands[best_c].1(&d, y, &all_idx).map_err(err)?;
     let threshold = match target {
         ThresholdTarget::AlertRate(r) => {
-            let mut s: Vec<f32> = (0..rows.len()).map(|i| fitted.predict(d.row(i))).collect();
+            // On held-out scores: in-sample scores of the training frauds are optimistic and
+            // would set the threshold too high for new traffic.
+            let mut s = held_out.clone();
             s.sort_by(|a, b| b.total_cmp(a));
             let k = ((s.len() as f64 * r).ceil() as usize).clamp(1, s.len());
             s[k - 1]
