@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what fraudstream needs on a fresh Debian machine, and nothing that is already there:
-# a Rust toolchain (cargo, rustfmt, clippy), Java 17 and Maven (for the local Kafka), a C
-# toolchain for the bundled librdkafka, python3, and Debian's Prometheus (for the dashboard test).
+# Java 17 and Maven (for the local Kafka), a C toolchain and headers for the bundled librdkafka,
+# python3, Debian's Prometheus (for the dashboard test), and rustfmt/clippy through rustup.
+# Rust itself (1.86 or newer) comes from rustup: Debian's rustc is too old for the dependencies.
 # Idempotent; run as root or with sudo available.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,9 +38,15 @@ if ! command -v cargo >/dev/null; then
     if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
         export PATH="$HOME/.cargo/bin:$PATH"
     else
-        echo "setup: installing Rust (Debian's cargo, rustc, rustfmt, clippy)"
-        apt_install cargo rustc rustfmt rust-clippy
+        echo "setup: error: cargo not found; install Rust 1.86 or newer with rustup (https://rustup.rs)" >&2
+        exit 1
     fi
+fi
+# The crate and its dependencies need a recent Rust (Debian 12's rustc 1.63 is too old).
+rust_minor=$(rustc --version 2>/dev/null | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if [[ -z "$rust_minor" || "$rust_minor" -lt 86 ]]; then
+    echo "setup: error: Rust 1.86 or newer is needed, found '$(rustc --version 2>/dev/null || echo none)'; install it with rustup (https://rustup.rs)" >&2
+    exit 1
 fi
 if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
