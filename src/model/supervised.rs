@@ -143,12 +143,7 @@ impl Forest {
     /// Share of trees voting fraud.
     #[inline]
     pub fn predict(&self, z: &[f32]) -> f32 {
-        let votes: f32 = self
-            .trees
-            .iter()
-            .filter_map(|t| leaf_of(t, z, |_| {}).map(|n| n.value))
-            .sum();
-        votes / self.trees.len() as f32
+        vote_share(&self.trees, z)
     }
 
     /// Inputs split on along the paths of the trees voting fraud, by how many such trees use them.
@@ -170,6 +165,16 @@ impl Forest {
         }
         top_k(count.into_iter().enumerate(), k)
     }
+}
+
+/// Share of `trees` whose leaf for `z` votes fraud.
+#[inline]
+fn vote_share(trees: &[Vec<Node>], z: &[f32]) -> f32 {
+    let votes: f32 = trees
+        .iter()
+        .filter_map(|t| leaf_of(t, z, |_| {}).map(|n| n.value))
+        .sum();
+    votes / trees.len().max(1) as f32
 }
 
 fn top_k(it: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<(usize, f32)> {
@@ -389,10 +394,7 @@ impl Fitted {
     fn predict(&self, z: &[f32]) -> f32 {
         match self {
             Fitted::Logistic(m, _) => m.predict(z),
-            Fitted::Forest(p) => Forest {
-                trees: p.trees.clone(),
-            }
-            .predict(z),
+            Fitted::Forest(p) => vote_share(&p.trees, z),
             Fitted::Trees(m, _) => m.predict(z),
         }
     }
