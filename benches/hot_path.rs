@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
         }
     }
     let tx = decode(&lines[lines.len() / 2], &input, now).expect("valid");
-    let fv = fraudstream::engine::observe(&e.state, &tx, &[]).features;
+    let fv = fraudstream::engine::observe(&e.state, &tx, &Default::default()).features;
     g.bench_function("score_only", |b| {
         b.iter(|| black_box(e.model().score(black_box(&fv))))
     });

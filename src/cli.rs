@@ -89,50 +89,87 @@ pub enum Command {
     /// threshold, card precision@k; optionally an HTML report.
     Eval(EvalArgs),
     /// Fit a model on the transactions with ts in [from, to), state warmed by everything before.
-    Train {
-        /// Transactions, .jsonl or .jsonl.gz, in time order.
-        #[arg(long)]
-        transactions: PathBuf,
-        /// Labels file (features see them as `score` and `run` would).
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// Delay before a label without reported_at becomes visible.
-        #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
-        label_delay: i64,
-        /// Start of the training range: date or RFC 3339 (inclusive).
-        #[arg(long)]
-        from: String,
-        /// End of the training range: date or RFC 3339 (exclusive).
-        #[arg(long)]
-        to: String,
-        /// Model file to write.
-        #[arg(long)]
-        out: PathBuf,
-        /// Model kind: kmeans (unsupervised), logistic, forest or trees. Default: trees with
-        /// --labels (the recommended supervised model), kmeans without.
-        #[arg(long, value_parser = ["kmeans", "logistic", "forest", "trees"])]
-        model: Option<String>,
-        /// Share of transactions like the training ones that should alert.
-        #[arg(long, default_value_t = 0.005)]
-        alert_rate: f64,
-        /// Instead of --alert-rate: the lowest threshold reaching this precision on the
-        /// held-out last quarter of the range (supervised models).
-        #[arg(long)]
-        precision: Option<f64>,
-        /// Inputs: all (the windowed features and any attributes) or attributes (the amount and
-        /// the attributes only, for data sets without accounts or merchants).
-        #[arg(long, default_value = "all", value_parser = ["all", "attributes"])]
-        inputs: String,
-        /// k-means clusters.
-        #[arg(long, default_value_t = 16)]
-        clusters: usize,
-        /// RNG seed.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Configuration (state bounds, input limits).
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Train(TrainArgs),
+}
+
+/// Model kinds `train` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    /// Isolation forest (unsupervised; the default without labels).
+    Iforest,
+    /// k-means distance (unsupervised).
+    Kmeans,
+    /// Logistic regression.
+    Logistic,
+    /// Random forest.
+    Forest,
+    /// Gradient-boosted trees (the default with labels).
+    Trees,
+}
+
+/// Inputs a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputsArg {
+    /// The windowed features and any attributes.
+    All,
+    /// The amount and the attributes only (data sets without accounts or merchants).
+    Attributes,
+}
+
+/// `fraudstream train` arguments.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Transactions, .jsonl or .jsonl.gz, in time order.
+    #[arg(long)]
+    pub transactions: PathBuf,
+    /// Labels file (features see them as `score` and `run` would).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// The label delay: a label without reported_at becomes visible this long after its
+    /// transaction; the merchant fraud rates read only transactions this old (stored in the
+    /// model, whole days, at most 30d); supervised validation leaves a gap this long.
+    #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+    pub label_delay: i64,
+    /// Start of the training range: date or RFC 3339 (inclusive).
+    #[arg(long)]
+    pub from: String,
+    /// End of the training range: date or RFC 3339 (exclusive).
+    #[arg(long)]
+    pub to: String,
+    /// Also measure the model on [test-from, test-to) (later than --to) and print its AP beside
+    /// the training and validation APs.
+    #[arg(long, requires = "test_to")]
+    pub test_from: Option<String>,
+    /// End of the test range (exclusive).
+    #[arg(long, requires = "test_from")]
+    pub test_to: Option<String>,
+    /// Model file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model kind. Default: trees with --labels (the recommended supervised model), iforest
+    /// without.
+    #[arg(long, alias = "model", value_enum)]
+    pub kind: Option<KindArg>,
+    /// Share of transactions like the training ones that should alert, in (0, 1) [default:
+    /// 0.005].
+    #[arg(long, conflicts_with = "precision")]
+    pub alert_rate: Option<f64>,
+    /// Instead of --alert-rate: the lowest threshold reaching this precision on the validation
+    /// period (supervised models; needs --labels).
+    #[arg(long, requires = "labels")]
+    pub precision: Option<f64>,
+    /// Inputs the model reads.
+    #[arg(long, value_enum, default_value = "all")]
+    pub inputs: InputsArg,
+    /// k-means clusters.
+    #[arg(long, default_value_t = 16)]
+    pub clusters: usize,
+    /// RNG seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Configuration (state bounds, input limits).
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 /// `fraudstream eval` arguments.

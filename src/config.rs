@@ -153,6 +153,7 @@ struct RawState {
     idle_ttl_secs: i64,
     allowed_lateness_secs: i64,
     warmup_secs: i64,
+    label_lookup_entries: i64,
 }
 
 /// `[model]` as written.
@@ -261,6 +262,9 @@ pub struct StateConfig {
     pub allowed_lateness_secs: i64,
     /// History replayed into state when a partition starts, in seconds; 0 disables.
     pub warmup_secs: u64,
+    /// Most recent transactions remembered (tx id → merchant, time) to credit a label that
+    /// carries no `merchant_id`/`ts` to its merchant; 0 disables.
+    pub label_lookup_entries: u64,
 }
 
 impl Default for StateConfig {
@@ -271,6 +275,7 @@ impl Default for StateConfig {
             idle_ttl_secs: 35 * 86_400,
             allowed_lateness_secs: 3_600,
             warmup_secs: 30 * 86_400,
+            label_lookup_entries: 4_000_000,
         }
     }
 }
@@ -634,6 +639,12 @@ impl TryFrom<RawConfig> for Config {
                 s.warmup_secs
             ));
         }
+        if !(0..=1_000_000_000).contains(&s.label_lookup_entries) {
+            p.push(format!(
+                "state.label_lookup_entries: must be in 0..=1000000000, got {}",
+                s.label_lookup_entries
+            ));
+        }
         if !(0..=86_400).contains(&s.allowed_lateness_secs) {
             p.push(format!(
                 "state.allowed_lateness_secs: must be in 0..=86400, got {}",
@@ -699,6 +710,7 @@ impl TryFrom<RawConfig> for Config {
                     idle_ttl_secs,
                     allowed_lateness_secs: s.allowed_lateness_secs,
                     warmup_secs: s.warmup_secs.max(0) as u64,
+                    label_lookup_entries: s.label_lookup_entries.max(0) as u64,
                 },
                 model: ModelConfig {
                     path: PathBuf::from(raw.model.path),

@@ -114,6 +114,13 @@ pub struct Label {
     /// When the label became known, epoch milliseconds; optional.
     #[serde(default, deserialize_with = "de_opt_ts")]
     pub reported_at: Option<i64>,
+    /// The labelled transaction's merchant; optional (chargeback records carry it). With
+    /// `ts`, the label reaches its merchant without a lookup.
+    #[serde(default)]
+    pub merchant_id: Option<String>,
+    /// The labelled transaction's time, epoch milliseconds; optional.
+    #[serde(default, deserialize_with = "de_opt_ts")]
+    pub ts: Option<i64>,
 }
 
 /// Why a message went to the dead-letter topic.
@@ -242,6 +249,17 @@ pub fn decode_label(bytes: &[u8]) -> Result<Label, DecodeError> {
     }
     if label.account_id.is_empty() {
         return Err(invalid("account_id", "is empty".into()));
+    }
+    if label.merchant_id.as_deref().is_some_and(str::is_empty) {
+        return Err(invalid("merchant_id", "is empty".into()));
+    }
+    if let Some(ts) = label.ts {
+        if ts < MIN_TS_MS {
+            return Err(invalid(
+                "ts",
+                format!("{} is before 2000-01-01", format_ts(ts)),
+            ));
+        }
     }
     Ok(label)
 }

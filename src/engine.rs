@@ -8,7 +8,7 @@ use arc_swap::{ArcSwap, Guard};
 use crate::config::StateConfig;
 use crate::decide::Decision;
 use crate::decode::{Label, Transaction};
-use crate::features::{self, FeatureVector, MAX_DIM};
+use crate::features::{self, FeatureSpec, FeatureVector, MAX_DIM};
 use crate::model::{Model, Predict};
 use crate::state::{country_code, key_of, lock, LabelOutcome, State};
 
@@ -22,12 +22,16 @@ pub struct Observed {
     pub late: bool,
 }
 
-/// Computes the features of `tx` from the state before it (then the `attributes` named), and
-/// applies `tx` to the state.
-pub fn observe(state: &State, tx: &Transaction<'_>, attributes: &[String]) -> Observed {
+/// Computes the features of `tx` from the state before it (then the attributes `spec` names),
+/// and applies `tx` to the state.
+pub fn observe(state: &State, tx: &Transaction<'_>, spec: &FeatureSpec) -> Observed {
     let mut fv = [0.0f32; MAX_DIM];
-    features::attribute_features(tx, attributes, &mut fv);
+    features::attribute_features(tx, &spec.attributes, &mut fv);
+    features::time_features(tx, &mut fv);
     let merchant_key = key_of(&tx.merchant_id);
+    let tx_key = key_of(&tx.tx_id);
+    let ts_s = tx.ts.div_euclid(1000);
+    state.remember_tx(tx_key.max(1), merchant_key, ts_s);
     let mut late = false;
     {
         let acc = state.account(key_of(&tx.account_id));
@@ -38,9 +42,9 @@ pub fn observe(state: &State, tx: &Transaction<'_>, attributes: &[String]) -> Ob
         } else {
             a.w.add(tx.ts, tx.amount as f32);
             a.remember(
-                key_of(&tx.tx_id),
+                tx_key,
                 merchant_key,
-                tx.ts.div_euclid(1000),
+                ts_s,
                 country_code(tx.country.as_deref()),
             );
         }
@@ -48,7 +52,8 @@ pub fn observe(state: &State, tx: &Transaction<'_>, attributes: &[String]) -> Ob
     {
         let m = state.merchant(merchant_key);
         let mut m = lock(&m);
-        features::merchant_features(&m, tx, &mut fv);
+        features::merchant_features(&m, tx, spec.feedback_delay_days, &mut fv);
+        m.feedback.add_tx(ts_s);
         if m.w.max_ts_ms != i64::MIN && tx.ts < m.w.max_ts_ms.saturating_sub(state.lateness_ms) {
             late = true;
         } else {
@@ -108,7 +113,7 @@ impl Engine {
     /// Observes and scores one transaction with `model`.
     #[inline]
     pub fn process_with(&self, model: &Model, tx: &Transaction<'_>) -> Decision {
-        let o = observe(&self.state, tx, model.attributes());
+        let o = observe(&self.state, tx, model.spec());
         let score = model.score(&o.features);
         Decision {
             features: o.features,
@@ -152,5 +157,57 @@ impl Engine {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn tx(id: String, ts_s: i64, merchant: &str, amount: f64) -> Transaction<'static> {
+        Transaction {
+            tx_id: Cow::Owned(id),
+            ts: ts_s * 1000,
+            account_id: Cow::Borrowed("c1"),
+            merchant_id: Cow::Owned(merchant.to_string()),
+            amount,
+            currency: Cow::Borrowed("EUR"),
+            card_id: None,
+            mcc: None,
+            country: Some(Cow::Borrowed("FR")),
+            channel: None,
+            device_id: None,
+            lat: None,
+            lon: None,
+            attributes: None,
+        }
+    }
+
+    /// The shipped default model ranks a transaction of 10x the account's usual amount above
+    /// every one of the account's usual transactions.
+    #[test]
+    fn default_model_ranks_a_10x_amount_above_usual_ones() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.json");
+        let model = Model::load(&path).expect("models/default.json loads");
+        let e = Engine::new(model, None, &StateConfig::default());
+        let t0 = 1_525_132_800; // 2018-05-01
+        let mut usual = Vec::new();
+        // Two months of a customer's life: about two purchases a day around 40, at a few shops.
+        for i in 0..120i64 {
+            let amount = 30.0 + ((i * 37) % 21) as f64;
+            let ts = t0 + i * 43_200 + (i * 977) % 3_600;
+            let d = e.process(&tx(format!("u{i}"), ts, &format!("m{}", i % 5), amount));
+            if i >= 60 {
+                usual.push(d.score);
+            }
+        }
+        let ts = t0 + 120 * 43_200 + 1_800;
+        let big = e.process(&tx("big".into(), ts, "m2", 400.0)).score;
+        let max_usual = usual.iter().copied().fold(0.0f32, f32::max);
+        assert!(
+            big > max_usual,
+            "10x amount scored {big}, the account's usual ones up to {max_usual}"
+        );
     }
 }

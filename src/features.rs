@@ -9,7 +9,29 @@ use crate::state::window::Agg;
 use crate::state::{country_code, key_of, AccountState, MerchantState, Windows};
 
 /// Number of windowed features.
-pub const N_FEATURES: usize = 44;
+pub const N_FEATURES: usize = 52;
+
+/// Label delay used when a model does not say (days): the matured fraud rates read the days
+/// before `today − delay`.
+pub const DEFAULT_FEEDBACK_DELAY_DAYS: i64 = 7;
+
+/// What a model's inputs depend on besides the state: its attributes and its label delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureSpec {
+    /// Attributes read after the windowed features, in the model's order.
+    pub attributes: Vec<String>,
+    /// Label delay of the matured fraud rates, in days (0..=30).
+    pub feedback_delay_days: i64,
+}
+
+impl Default for FeatureSpec {
+    fn default() -> Self {
+        FeatureSpec {
+            attributes: Vec::new(),
+            feedback_delay_days: DEFAULT_FEEDBACK_DELAY_DAYS,
+        }
+    }
+}
 
 /// Most named attributes (the input's optional `attributes` object) a model can use.
 pub const MAX_ATTRIBUTES: usize = 32;
@@ -70,9 +92,6 @@ const fn f(
 }
 
 use Transform::{Identity as I, Log1p as L};
-
-/// Window names and (ring, buckets) — see [`crate::state`].
-pub const WINDOWS: [&str; 4] = ["1h", "1d", "7d", "30d"];
 
 /// Every feature, in vector order.
 pub const FEATURES: [FeatureDef; N_FEATURES] = [
@@ -321,20 +340,58 @@ pub const FEATURES: [FeatureDef; N_FEATURES] = [
         "merch_fraud_rate_1d",
         "ratio",
         I,
-        "{} of the merchant's transactions of the last day reported fraud",
+        "{} of the merchant's transactions of the matured day (label delay ago) reported fraud",
     ),
     f(
         "merch_fraud_rate_7d",
         "ratio",
         I,
-        "{} of the merchant's transactions of the last 7 days reported fraud",
+        "{} of the merchant's transactions of the 7 matured days reported fraud",
     ),
     f(
         "merch_fraud_rate_30d",
         "ratio",
         I,
-        "{} of the merchant's transactions of the last 30 days reported fraud",
+        "{} of the merchant's transactions of the 30 matured days reported fraud",
     ),
+    f(
+        "merch_matured_count_1d",
+        "transactions",
+        L,
+        "{} merchant transactions on the matured day",
+    ),
+    f(
+        "merch_matured_count_7d",
+        "transactions",
+        L,
+        "{} merchant transactions in the 7 matured days",
+    ),
+    f(
+        "merch_matured_count_30d",
+        "transactions",
+        L,
+        "{} merchant transactions in the 30 matured days",
+    ),
+    f(
+        "merch_amount_ratio_30d",
+        "ratio",
+        L,
+        "amount {}x the merchant's 30-day mean",
+    ),
+    f(
+        "acct_days_known",
+        "days",
+        L,
+        "account first seen {} days ago",
+    ),
+    f(
+        "merch_days_known",
+        "days",
+        L,
+        "merchant first seen {} days ago",
+    ),
+    f("tx_hour", "hour", I, "at {} h (UTC)"),
+    f("tx_weekend", "flag", I, "on a weekend (flag {})"),
 ];
 
 /// Index of the first account window feature.
@@ -409,25 +466,56 @@ pub fn account_features(acc: &AccountState, tx: &Transaction<'_>, out: &mut Feat
         f32::from(u8::from(!acc.knows_country(c)))
     };
     out[24] = acc.frauds_visible as f32;
+    out[48] = days_known(&acc.w, tx.ts);
 }
 
-/// Writes the merchant features (indices 25..44) from the merchant's state before `tx`.
-pub fn merchant_features(m: &MerchantState, tx: &Transaction<'_>, out: &mut FeatureVector) {
+/// Days an entity has been known (0 for a new one), capped at a year.
+#[inline]
+fn days_known(w: &Windows, ts_ms: i64) -> f32 {
+    if w.min_ts_ms == i64::MAX {
+        0.0
+    } else {
+        ((ts_ms - w.min_ts_ms).max(0) as f32 / 86_400_000.0).min(365.0)
+    }
+}
+
+/// Writes the merchant features (indices 25..44 and 44..50) from the merchant's state before
+/// `tx`; the fraud rates are over matured days only (see [`crate::state::feedback`]).
+pub fn merchant_features(
+    m: &MerchantState,
+    tx: &Transaction<'_>,
+    delay_days: i64,
+    out: &mut FeatureVector,
+) {
     let aggs = window_aggs(&m.w, tx.ts);
     put_windows(out, MERCH_WIN, &aggs);
     let s = tx.ts.div_euclid(1000);
-    let rate = |days: usize, agg: &Agg| -> f32 {
-        if agg.count == 0 {
+    for (k, w) in [1usize, 7, 30].into_iter().enumerate() {
+        let (t, f) = m.feedback.matured(s, delay_days, w);
+        out[41 + k] = if t == 0 {
             0.0
         } else {
-            (m.frauds.window(s, days).count as f32 / agg.count as f32).min(1.0)
-        }
+            (f as f32 / t as f32).min(1.0)
+        };
+        out[44 + k] = t as f32;
+    }
+    let mean30 = aggs[3].mean();
+    out[47] = if aggs[3].count == 0 || mean30 <= 0.0 {
+        1.0
+    } else {
+        (tx.amount / mean30) as f32
     };
-    // Daily buckets for all three: the 1-day rate is "today's bucket".
-    let day1 = m.w.day.window(s, 1);
-    out[41] = rate(1, &day1);
-    out[42] = rate(7, &aggs[2]);
-    out[43] = rate(30, &aggs[3]);
+    out[49] = days_known(&m.w, tx.ts);
+}
+
+/// Writes the features of the transaction's own time (indices 50, 51).
+#[inline]
+pub fn time_features(tx: &Transaction<'_>, out: &mut FeatureVector) {
+    let s = tx.ts.div_euclid(1000);
+    out[50] = s.rem_euclid(86_400) as f32 / 3600.0;
+    // 1970-01-01 was a Thursday: day 0 → Thursday; Saturday = 2, Sunday = 3.
+    let dow = s.div_euclid(86_400).rem_euclid(7);
+    out[51] = f32::from(u8::from(dow == 2 || dow == 3));
 }
 
 /// Formats a feature's value for an analyst (attributes: `name` from the model).
@@ -446,7 +534,7 @@ pub fn format_value(i: usize, value: f32) -> String {
     match d.unit {
         "flag" | "transactions" | "frauds" => format!("{value:.0}"),
         "ratio" if d.name.contains("fraud_rate") => format!("{:.1}%", value * 100.0),
-        "ratio" | "std devs" => format!("{value:.1}"),
+        "ratio" | "std devs" | "hour" | "days" => format!("{value:.1}"),
         "seconds" => format!("{value:.0}"),
         _ => format!("{value:.2}"),
     }
@@ -481,7 +569,7 @@ mod tests {
 
     /// Feature computation then application: the engine's own path.
     fn step(state: &State, t: &Transaction<'_>) -> FeatureVector {
-        crate::engine::observe(state, t, &[]).features
+        crate::engine::observe(state, t, &FeatureSpec::default()).features
     }
 
     #[test]
@@ -564,7 +652,19 @@ mod tests {
         assert_eq!(fv[37], 3.0);
     }
 
-    /// A label changes features only once applied (visible), never before.
+    fn fraud_label(tx_id: &str, acct: &str, merchant_ts: Option<(&str, i64)>) -> Label {
+        Label {
+            tx_id: tx_id.into(),
+            account_id: acct.into(),
+            fraud: true,
+            reported_at: None,
+            merchant_id: merchant_ts.map(|(m, _)| m.to_string()),
+            ts: merchant_ts.map(|(_, t)| t * 1000),
+        }
+    }
+
+    /// A label changes features only once applied (visible), never before; and the merchant
+    /// rates count it only once its day has matured (the label delay, 7 days by default).
     #[test]
     fn no_look_ahead_on_labels() {
         let s = State::new(&StateConfig::default());
@@ -576,18 +676,109 @@ mod tests {
         assert_eq!(before[43], 0.0);
         let again = step(&s, &tx("g3", t0 + 180, "c1", "m1", 10.0));
         assert_eq!(again[24], 0.0, "label not yet visible");
-        let label = Label {
-            tx_id: "f1".into(),
-            account_id: "c1".into(),
-            fraud: true,
-            reported_at: None,
-        };
+        let label = fraud_label("f1", "c1", None);
         assert_eq!(s.apply_label(&label), crate::state::LabelOutcome::Applied);
         let after = step(&s, &tx("g4", t0 + 240, "c1", "m1", 10.0));
         assert_eq!(after[24], 1.0);
-        // 1 fraud among the 4 earlier transactions at m1 today.
-        approx::assert_abs_diff_eq!(after[41], 0.25, epsilon = 1e-6);
-        approx::assert_abs_diff_eq!(after[43], 0.25, epsilon = 1e-6);
+        assert_eq!(after[41], 0.0, "day 0 has not matured on day 0");
+        // Day 7: nothing has matured yet (the matured day is day -1).
+        let d7 = step(&s, &tx("h0", t0 + 7 * 86_400, "c9", "m1", 10.0));
+        assert_eq!((d7[41], d7[42], d7[43], d7[44]), (0.0, 0.0, 0.0, 0.0));
+        // Day 8: day 0 has matured: 1 fraud among its 5 transactions, in all three windows.
+        let d8 = step(&s, &tx("h1", t0 + 8 * 86_400, "c9", "m1", 10.0));
+        approx::assert_abs_diff_eq!(d8[41], 0.2, epsilon = 1e-6);
+        assert_eq!(d8[44], 5.0);
+        approx::assert_abs_diff_eq!(d8[42], 0.2, epsilon = 1e-6);
+        assert_eq!(d8[45], 5.0);
+        approx::assert_abs_diff_eq!(d8[43], 0.2, epsilon = 1e-6);
+    }
+
+    /// Matured fraud rates by hand: a merchant with 4 transactions a day for 40 days; frauds
+    /// reported (with merchant_id and ts) on days 10, 20, 30 and 36. On day 40 with the default
+    /// 7-day delay: 1 day = day 32, 7 days = days 26..=32, 30 days = days 3..=32.
+    #[test]
+    fn matured_fraud_rates_by_hand() {
+        let s = State::new(&StateConfig::default());
+        let day0 = 86_400 * 20_000;
+        for d in 0..40 {
+            for i in 0..4 {
+                step(
+                    &s,
+                    &tx(
+                        &format!("t{d}-{i}"),
+                        day0 + d * 86_400 + i * 3_600,
+                        "c1",
+                        "m1",
+                        10.0,
+                    ),
+                );
+            }
+        }
+        for d in [10, 20, 30, 36, 32] {
+            let l = fraud_label(&format!("t{d}-0"), "c1", Some(("m1", day0 + d * 86_400)));
+            assert_eq!(s.apply_label(&l), crate::state::LabelOutcome::Applied);
+        }
+        let fv = step(&s, &tx("now", day0 + 40 * 86_400 + 60, "c2", "m1", 10.0));
+        // day 32: 1 fraud / 4
+        approx::assert_abs_diff_eq!(fv[41], 0.25, epsilon = 1e-6);
+        assert_eq!(fv[44], 4.0);
+        // days 26..=32: frauds on 30 and 32 → 2 / 28
+        approx::assert_abs_diff_eq!(fv[42], 2.0 / 28.0, epsilon = 1e-6);
+        assert_eq!(fv[45], 28.0);
+        // days 3..=32: frauds on 10, 20, 30, 32 → 4 / 120 (day 36 is not matured)
+        approx::assert_abs_diff_eq!(fv[43], 4.0 / 120.0, epsilon = 1e-6);
+        assert_eq!(fv[46], 120.0);
+    }
+
+    /// A label that arrives 7 days and 50 transactions of its account later, without merchant
+    /// or time, still reaches its merchant (through the transaction lookup), and shows in the
+    /// merchant's matured rate for every account.
+    #[test]
+    fn late_label_without_merchant_reaches_it() {
+        let s = State::new(&StateConfig::default());
+        let t0 = 86_400 * 20_000;
+        step(&s, &tx("fraud", t0, "c1", "m7", 500.0));
+        step(&s, &tx("other", t0 + 10, "c2", "m7", 20.0));
+        for i in 0..50 {
+            step(
+                &s,
+                &tx(
+                    &format!("later{i}"),
+                    t0 + 600 + i * 12_000,
+                    "c1",
+                    &format!("m{}", 100 + i),
+                    20.0,
+                ),
+            );
+        }
+        let l = fraud_label("fraud", "c1", None);
+        assert_eq!(s.apply_label(&l), crate::state::LabelOutcome::Applied);
+        let fv = step(&s, &tx("x", t0 + 8 * 86_400, "c3", "m7", 20.0));
+        approx::assert_abs_diff_eq!(fv[42], 0.5, epsilon = 1e-6);
+        // An account the state has never seen: the label is kept on a new account.
+        let l = fraud_label("nope", "c-new", None);
+        assert_eq!(s.apply_label(&l), crate::state::LabelOutcome::AccountOnly);
+        let fv = step(&s, &tx("y", t0 + 8 * 86_400 + 5, "c-new", "m7", 20.0));
+        assert_eq!(
+            fv[24], 1.0,
+            "label kept though the account was not in memory"
+        );
+    }
+
+    #[test]
+    fn time_and_history_features() {
+        let s = State::new(&StateConfig::default());
+        // 2018-04-07 is a Saturday.
+        let sat = 1_523_059_200 + 13 * 3_600 + 1_800; // 13:30 UTC
+        let fv = step(&s, &tx("a", sat, "c1", "m1", 10.0));
+        approx::assert_abs_diff_eq!(fv[50], 13.5, epsilon = 1e-4);
+        assert_eq!(fv[51], 1.0);
+        assert_eq!(fv[48], 0.0);
+        let fv = step(&s, &tx("b", sat + 2 * 86_400, "c1", "m1", 40.0));
+        assert_eq!(fv[51], 0.0, "Monday");
+        approx::assert_abs_diff_eq!(fv[48], 2.0, epsilon = 1e-4);
+        approx::assert_abs_diff_eq!(fv[49], 2.0, epsilon = 1e-4);
+        approx::assert_abs_diff_eq!(fv[47], 4.0, epsilon = 1e-4);
     }
 
     #[test]
@@ -595,7 +786,7 @@ mod tests {
         assert_eq!(describe(18, 9.26), "amount 9.3x the 30-day mean");
         assert_eq!(
             describe(43, 0.125),
-            "12.5% of the merchant's transactions of the last 30 days reported fraud"
+            "12.5% of the merchant's transactions of the 30 matured days reported fraud"
         );
     }
 }

@@ -11,7 +11,8 @@
 //! - [`decide`]: decision and the alert message
 //! - [`sink`]: alerts and dead-letter topics
 //! - [`pipeline`]: wires `run`; [`http`]: `/metrics`, `/healthz`, `/readyz`
-//! - [`replay`]: `score` and `train` over files; [`produce`]: file → Kafka;
+//! - [`replay`]: `score` and `train` over files; [`train`]: the training split and report;
+//!   [`produce`]: file → Kafka;
 //!   [`eval`]: scores against labels, the fraud team's way
 //! - [`generate`]: synthetic transactions with fraud patterns
 //! - [`metrics`]: every metric name; [`shutdown`]: signals → cancellation
@@ -35,3 +36,4 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod train;

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use fraudstream::cli::{Cli, Command};
+use fraudstream::cli::{Cli, Command, InputsArg, KindArg, TrainArgs};
 use fraudstream::config::{self, Config, ConfigError};
 use fraudstream::decode::parse_ts;
 use fraudstream::engine::Engine;
-use fraudstream::model::{kmeans, supervised, Model};
+use fraudstream::model::{supervised, Model};
+use fraudstream::train::{self, ModelKind};
 use fraudstream::{eval, generate, pipeline, produce, replay, shutdown};
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +59,40 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `train`'s flags, checked (an error here exits 2).
+fn train_options(a: &TrainArgs) -> Result<train::TrainOptions, String> {
+    let ts = |flag: &str, v: &str| parse_ts(v).map_err(|e| format!("--{flag}: {e}"));
+    let kind = match a.kind {
+        Some(KindArg::Iforest) => ModelKind::Iforest,
+        Some(KindArg::Kmeans) => ModelKind::Kmeans,
+        Some(KindArg::Logistic) => ModelKind::Supervised(supervised::Kind::Logistic),
+        Some(KindArg::Forest) => ModelKind::Supervised(supervised::Kind::Forest),
+        Some(KindArg::Trees) => ModelKind::Supervised(supervised::Kind::Trees),
+        None if a.labels.is_some() => ModelKind::Supervised(supervised::Kind::Trees),
+        None => ModelKind::Iforest,
+    };
+    let test = match (&a.test_from, &a.test_to) {
+        (Some(f), Some(t)) => Some((ts("test-from", f)?, ts("test-to", t)?)),
+        _ => None,
+    };
+    Ok(train::TrainOptions {
+        transactions: a.transactions.clone(),
+        labels: a.labels.clone(),
+        label_delay_ms: a.label_delay,
+        from_ms: ts("from", &a.from)?,
+        to_ms: ts("to", &a.to)?,
+        test,
+        kind,
+        target: match a.precision {
+            Some(p) => supervised::ThresholdTarget::Precision(p),
+            None => supervised::ThresholdTarget::AlertRate(a.alert_rate.unwrap_or(0.005)),
+        },
+        attributes_only: a.inputs == InputsArg::Attributes,
+        clusters: a.clusters,
+        seed: a.seed,
+    })
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -201,89 +236,50 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Train {
-            transactions,
-            labels,
-            label_delay,
-            from,
-            to,
-            out,
-            model,
-            alert_rate,
-            precision,
-            inputs,
-            clusters,
-            seed,
-            config,
-        } => {
-            let cfg = match load_config(config.config.as_deref()) {
+        Command::Train(a) => {
+            let cfg = match load_config(a.config.config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let from_ms = parse_ts(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
-            let to_ms = parse_ts(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            anyhow::ensure!(from_ms < to_ms, "--from {from} must be before --to {to}");
-            let kind = model
-                .unwrap_or_else(|| if labels.is_some() { "trees" } else { "kmeans" }.to_string());
-            anyhow::ensure!(
-                kind == "kmeans" || labels.is_some(),
-                "--model {kind} is supervised: it needs --labels"
-            );
+            let opts = match train_options(&a) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let t = std::time::Instant::now();
-            let tr = replay::training_rows(
-                &transactions,
-                labels.as_deref(),
-                label_delay,
-                &cfg.state,
-                &cfg.input,
-                from_ms,
-                to_ms,
-            )?;
-            let from_s = fraudstream::decode::format_ts(from_ms);
-            let to_s = fraudstream::decode::format_ts(to_ms);
-            let meta = kmeans::TrainMeta {
-                attributes: &tr.attributes,
-                from: &from_s,
-                to: &to_s,
-                alert_rate,
-                seed,
-                attributes_only: inputs == "attributes",
-            };
-            let target = match precision {
-                Some(p) => supervised::ThresholdTarget::Precision(p),
-                None => supervised::ThresholdTarget::AlertRate(alert_rate),
-            };
-            let body = match kind.as_str() {
-                "kmeans" => kmeans::train(&tr.rows, clusters, &meta)?,
-                "logistic" => supervised::train(
-                    supervised::Kind::Logistic,
-                    &tr.rows,
-                    &tr.fraud,
-                    &meta,
-                    target,
-                )?,
-                "forest" => {
-                    supervised::train(supervised::Kind::Forest, &tr.rows, &tr.fraud, &meta, target)?
+            let r = match train::train(&opts, &cfg.state, &cfg.input) {
+                Ok(r) => r,
+                Err(train::TrainError::Invalid(e)) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
                 }
-                _ => {
-                    supervised::train(supervised::Kind::Trees, &tr.rows, &tr.fraud, &meta, target)?
-                }
+                Err(e) => return Err(e.into()),
             };
-            Model::save(&body, &out)?;
+            Model::save(&r.body, &a.out)?;
             eprintln!(
-                "trained {} on {} transactions ({} frauds) in [{from_s}, {to_s}) ({} read, {} bad lines{}) in {:.1}s; threshold {} -> {}",
-                body.version,
-                tr.rows.len(),
-                tr.fraud.iter().filter(|f| **f).count(),
-                tr.summary.transactions,
-                tr.summary.bad_lines,
-                if tr.attributes.is_empty() { String::new() } else { format!(", {} attributes", tr.attributes.len()) },
+                "trained {} on {} transactions ({} frauds) in [{}, {}) ({} read, {} bad lines{}) in {:.1}s; threshold {} -> {}",
+                r.body.version,
+                r.rows,
+                r.frauds,
+                r.body.trained.from,
+                r.body.trained.to,
+                r.summary.transactions,
+                r.summary.bad_lines,
+                if r.attributes == 0 { String::new() } else { format!(", {} attributes", r.attributes) },
                 t.elapsed().as_secs_f64(),
-                body.threshold,
-                out.display()
+                r.body.threshold,
+                a.out.display()
             );
-            if let Some(v) = &body.validation {
-                eprintln!("validation: {v}");
+            if let Some(s) = &r.scheme {
+                eprintln!("validation: {s}");
+            }
+            if let Some((n, f, _)) = r.test {
+                eprintln!("test: {n} transactions, {f} frauds");
+            }
+            if r.train_ap.is_some() {
+                eprintln!("{}", r.quality_table());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -283,7 +283,7 @@ fn warm_up_blocking(
     let mut from = TopicPartitionList::new();
     from.add_partition_offset(topic, partition, Offset::Offset(start))?;
     consumer.assign(&from)?;
-    let attributes = s.engine.current().attributes().to_vec();
+    let spec = s.engine.current().spec().clone();
     let mut n = 0u64;
     let mut idle = 0;
     while !s.token.is_cancelled() {
@@ -294,7 +294,7 @@ fn warm_up_blocking(
                     break;
                 }
                 if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
-                    crate::engine::observe(&s.engine.state, &tx, &attributes);
+                    crate::engine::observe(&s.engine.state, &tx, &spec);
                     n += 1;
                 }
                 if m.offset() + 1 >= until {
@@ -605,7 +605,6 @@ async fn labels_task(
                         let outcome = match engine.apply_label(&label) {
                             LabelOutcome::Applied => "applied",
                             LabelOutcome::AccountOnly => "account_only",
-                            LabelOutcome::UnknownAccount => "unknown_account",
                             LabelOutcome::Genuine => "genuine",
                         };
                         metrics.label(outcome);

@@ -163,7 +163,7 @@ pub fn replay<F>(
     state: &State,
     input: &InputConfig,
     stop_at_ms: Option<i64>,
-    attributes: &[String],
+    spec: &crate::features::FeatureSpec,
     mut each: F,
 ) -> Result<ReplaySummary, ReplayError>
 where
@@ -212,7 +212,7 @@ where
         if let Some(f) = feed.as_mut() {
             f.release(state, tx.ts, &mut s);
         }
-        let o = observe(state, &tx, attributes);
+        let o = observe(state, &tx, spec);
         if let Some(f) = feed.as_mut() {
             f.seen(&tx);
         }
@@ -262,7 +262,7 @@ pub fn score_file(
         &engine.state,
         input,
         None,
-        model.attributes(),
+        model.spec(),
         |tx, _late, fv| {
             let score = model.score(fv);
             let alert = score >= threshold;
@@ -294,19 +294,28 @@ pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Rows for training: the features of the transactions with ts in [from, to), state warmed by
-/// everything before, with their ids and truth (a fraud label in the labels file, whenever it
+/// everything before, with their times and truth (a fraud label in the labels file, whenever it
 /// was reported: training happens once the label delay has passed).
 pub struct TrainingRows {
     /// Features, in time order.
     pub rows: Vec<FeatureVector>,
-    /// Transaction ids.
-    pub ids: Vec<String>,
+    /// Event times, epoch ms.
+    pub ts: Vec<i64>,
     /// True for a labelled fraud.
     pub fraud: Vec<bool>,
     /// Attribute names used (discovered in the data, sorted).
     pub attributes: Vec<String>,
     /// Counts.
     pub summary: ReplaySummary,
+}
+
+impl TrainingRows {
+    /// The rows with ts in [from_ms, to_ms), as an index range.
+    pub fn range(&self, from_ms: i64, to_ms: i64) -> std::ops::Range<usize> {
+        let a = self.ts.partition_point(|t| *t < from_ms);
+        let b = self.ts.partition_point(|t| *t < to_ms).max(a);
+        a..b
+    }
 }
 
 /// Attribute names of the first transactions that have any (up to the model's limit), sorted.
@@ -340,24 +349,31 @@ pub fn discover_attributes(
         .collect())
 }
 
-/// See [`TrainingRows`].
+/// See [`TrainingRows`]. The features see labels as `score` and `run` would (at their
+/// reported_at, else `label_delay_ms` after the transaction), with the model's `spec`.
+#[allow(clippy::too_many_arguments)]
 pub fn training_rows(
     transactions: &Path,
     labels: Option<&Path>,
     label_delay_ms: i64,
     state_cfg: &StateConfig,
     input: &InputConfig,
+    feedback_delay_days: i64,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<TrainingRows, ReplayError> {
     let state = State::new(state_cfg);
     let attributes = discover_attributes(transactions, input)?;
+    let spec = crate::features::FeatureSpec {
+        attributes: attributes.clone(),
+        feedback_delay_days,
+    };
     let truth: std::collections::HashSet<String> = match labels {
         Some(p) => read_labels(p)?.into_iter().map(|l| l.tx_id).collect(),
         None => Default::default(),
     };
     let mut rows = Vec::new();
-    let mut ids = Vec::new();
+    let mut ts = Vec::new();
     let mut fraud = Vec::new();
     let summary = replay(
         transactions,
@@ -366,19 +382,19 @@ pub fn training_rows(
         &state,
         input,
         Some(to_ms),
-        &attributes,
+        &spec,
         |tx, _late, fv| {
             if tx.ts >= from_ms {
                 rows.push(*fv);
                 fraud.push(truth.contains(tx.tx_id.as_ref()));
-                ids.push(tx.tx_id.to_string());
+                ts.push(tx.ts);
             }
             Ok(())
         },
     )?;
     Ok(TrainingRows {
         rows,
-        ids,
+        ts,
         fraud,
         attributes,
         summary,
@@ -425,7 +441,7 @@ mod tests {
             &state,
             &InputConfig::default(),
             None,
-            &[],
+            &Default::default(),
             |tx, _, fv| {
                 seen.push((tx.tx_id.to_string(), fv[24]));
                 Ok(())
@@ -446,7 +462,7 @@ mod tests {
             &state,
             &InputConfig::default(),
             None,
-            &[],
+            &Default::default(),
             |_, _, fv| {
                 seen.push(fv[24]);
                 Ok(())

@@ -42,6 +42,13 @@ pub struct GbdtConfig {
     pub subsample: f32,
     /// Seed of the row sampling.
     pub seed: u64,
+    /// Share of the inputs sampled for each tree, in (0, 1] (files without it: 1).
+    #[serde(default = "one")]
+    pub colsample: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Default for GbdtConfig {
@@ -55,6 +62,7 @@ impl Default for GbdtConfig {
             min_child_weight: 1.0,
             subsample: 0.8,
             seed: 42,
+            colsample: 1.0,
         }
     }
 }
@@ -138,6 +146,35 @@ impl Gbdt {
         top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         top.truncate(k);
         top
+    }
+
+    /// Initial log-odds.
+    pub fn base_score(&self) -> f64 {
+        self.base_score
+    }
+
+    /// Log-odds added by tree `t` for one row (0 for a tree that does not exist).
+    pub fn tree_margin(&self, t: usize, row: &[f32]) -> f64 {
+        let Some(&root) = self.roots.get(t) else {
+            return 0.0;
+        };
+        let mut i = root as usize;
+        while let Some(node) = self.nodes.get(i) {
+            if node.feature == LEAF {
+                return f64::from(node.value);
+            }
+            i = node.child(row);
+        }
+        0.0
+    }
+
+    /// Keeps the first `k` trees (early stopping).
+    pub fn truncate(&mut self, k: usize) {
+        if k >= 1 && k < self.roots.len() {
+            let end = self.roots[k] as usize;
+            self.roots.truncate(k);
+            self.nodes.truncate(end);
+        }
     }
 
     /// Number of features a row must have.
@@ -438,6 +475,7 @@ fn train_booster(
         .set_nbins(256)
         .set_parallel(true)
         .set_seed(cfg.seed)
+        .set_colsample_bytree(f64::from(cfg.colsample))
         .set_initialize_base_score(true);
     if cfg.subsample < 1.0 {
         booster = booster
@@ -472,6 +510,9 @@ fn check_config(cfg: &GbdtConfig) -> Result<(), String> {
             "min_child_weight {} is not finite and >= 0",
             cfg.min_child_weight
         ));
+    }
+    if !(cfg.colsample > 0.0 && cfg.colsample <= 1.0) {
+        return Err(format!("colsample {} is not in (0, 1]", cfg.colsample));
     }
     if !(cfg.subsample > 0.0 && cfg.subsample <= 1.0) {
         return Err(format!("subsample {} is not in (0, 1]", cfg.subsample));

@@ -19,15 +19,21 @@
 //! forest, linfa-ensemble + linfa-trees) and `trees` (gradient-boosted trees, [`gbdt`]).
 
 pub mod gbdt;
+pub mod iforest;
 pub mod kmeans;
 pub mod supervised;
+pub mod training;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::features::{FeatureVector, Transform, FEATURES, MAX_ATTRIBUTES, MAX_DIM, N_FEATURES};
+use crate::features::{
+    FeatureSpec, FeatureVector, Transform, DEFAULT_FEEDBACK_DELAY_DAYS, FEATURES, MAX_ATTRIBUTES,
+    MAX_DIM, N_FEATURES,
+};
+use crate::state::feedback::MAX_DELAY_DAYS;
 
 /// The format tag of model files.
 pub const FORMAT: &str = "fraudstream.model.v1";
@@ -107,6 +113,8 @@ pub struct TrainInfo {
 pub enum Params {
     /// Unsupervised: distance to the nearest k-means centroid (linfa-clustering).
     Kmeans(kmeans::KMeansParams),
+    /// Unsupervised: isolation forest (short average path = outlier).
+    Iforest(iforest::IForestParams),
     /// Logistic regression (linfa-logistic) on the standardised features.
     Logistic(supervised::LogisticParams),
     /// Random forest (linfa-ensemble of linfa-trees), share of trees voting fraud.
@@ -120,6 +128,7 @@ impl Params {
     pub fn kind(&self) -> &'static str {
         match self {
             Params::Kmeans(_) => "kmeans",
+            Params::Iforest(_) => "iforest",
             Params::Logistic(_) => "logistic",
             Params::Forest(_) => "forest",
             Params::Trees(_) => "trees",
@@ -141,6 +150,10 @@ pub struct ModelBody {
     pub transforms: Vec<String>,
     /// Alert when score >= threshold.
     pub threshold: f32,
+    /// Label delay in days: the merchant fraud rates read only transactions at least this old
+    /// (their labels are known). Files without it: 7.
+    #[serde(default = "default_delay_days")]
+    pub feedback_delay_days: i64,
     /// Standardisation.
     pub scaler: Scaler,
     /// Kind-specific parameters.
@@ -168,6 +181,10 @@ impl ModelBody {
     }
 }
 
+fn default_delay_days() -> i64 {
+    DEFAULT_FEEDBACK_DELAY_DAYS
+}
+
 #[derive(Deserialize)]
 struct FileRef<'a> {
     format: String,
@@ -180,6 +197,7 @@ struct FileRef<'a> {
 #[derive(Debug, Clone)]
 enum Scorer {
     Kmeans(kmeans::Scorer),
+    Iforest(iforest::IForest),
     Logistic(supervised::Logistic),
     Forest(supervised::Forest),
     Trees(Box<gbdt::Gbdt>),
@@ -191,6 +209,7 @@ pub struct Model {
     body: ModelBody,
     scorer: Scorer,
     dim: usize,
+    spec: FeatureSpec,
 }
 
 /// What a model says about one transaction.
@@ -294,6 +313,12 @@ impl Model {
         if body.scaler.mean.len() != dim || body.scaler.std.len() != dim {
             return Err(bad(format!("scaler must have {dim} means and stds")));
         }
+        if !(0..=MAX_DELAY_DAYS).contains(&body.feedback_delay_days) {
+            return Err(bad(format!(
+                "feedback_delay_days {} is outside 0..={MAX_DELAY_DAYS}",
+                body.feedback_delay_days
+            )));
+        }
         if !(0.0..=1.0).contains(&body.threshold) {
             return Err(bad(format!(
                 "threshold {} is outside [0, 1]",
@@ -302,6 +327,7 @@ impl Model {
         }
         let scorer = match &body.params {
             Params::Kmeans(p) => Scorer::Kmeans(kmeans::Scorer::new(p, &body.scaler).map_err(bad)?),
+            Params::Iforest(p) => Scorer::Iforest(iforest::IForest::new(p, dim).map_err(bad)?),
             Params::Logistic(p) => {
                 Scorer::Logistic(supervised::Logistic::new(p, dim).map_err(bad)?)
             }
@@ -316,7 +342,16 @@ impl Model {
                 )));
             }
         }
-        Ok(Model { body, scorer, dim })
+        let spec = FeatureSpec {
+            attributes: body.attributes.clone(),
+            feedback_delay_days: body.feedback_delay_days,
+        };
+        Ok(Model {
+            body,
+            scorer,
+            dim,
+            spec,
+        })
     }
 
     /// Reads, verifies and checks a model file.
@@ -398,6 +433,11 @@ impl Model {
         &self.body.attributes
     }
 
+    /// What the model's inputs depend on besides the state (attributes, label delay).
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
     /// Number of inputs.
     pub fn dim(&self) -> usize {
         self.dim
@@ -435,6 +475,7 @@ impl Predict for Model {
         let z = &z[..self.dim];
         let s = match &self.scorer {
             Scorer::Kmeans(m) => m.score_z(z),
+            Scorer::Iforest(m) => m.score(z),
             Scorer::Logistic(m) => m.predict(z),
             Scorer::Forest(m) => m.predict(z),
             Scorer::Trees(m) => m.predict(z),
@@ -452,6 +493,7 @@ impl Predict for Model {
         let z = &z[..self.dim];
         match &self.scorer {
             Scorer::Kmeans(m) => m.explain_z(z, k),
+            Scorer::Iforest(m) => m.explain(z, k),
             Scorer::Logistic(m) => m.explain(z, k),
             Scorer::Forest(m) => m.explain(z, k),
             Scorer::Trees(m) => m.explain(z, k),
@@ -463,14 +505,15 @@ impl Predict for Model {
 mod tests {
     use super::*;
 
-    fn meta() -> kmeans::TrainMeta<'static> {
-        kmeans::TrainMeta {
+    fn meta() -> training::TrainMeta<'static> {
+        training::TrainMeta {
             attributes: &[],
             from: "2018-04-01",
             to: "2018-04-08",
             alert_rate: 0.01,
             seed: 1,
             attributes_only: false,
+            feedback_delay_days: 7,
         }
     }
 

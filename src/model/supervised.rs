@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::gbdt::{Gbdt, GbdtConfig};
-use super::kmeans::{fit_scaler, version_of, TrainMeta};
+use super::training::{fit_scaler, mask, version_of, TrainMeta};
 use super::{standardise, ModelBody, ModelError, Params, Scaler, TrainInfo};
 use crate::features::{FeatureVector, MAX_DIM, N_FEATURES};
 
@@ -403,6 +403,11 @@ impl Fitted {
 /// Fits one configuration on the given rows.
 type FitFn = Box<dyn Fn(&Data, &[bool], &[usize]) -> Result<Fitted, String>>;
 
+/// Most boosting rounds; early stopping on the validation period picks fewer.
+pub const MAX_TREES: usize = 400;
+/// Early stopping looks at the validation AP every this many trees.
+const STOP_STEP: usize = 20;
+
 fn candidates(kind: Kind, seed: u64) -> Vec<(String, FitFn)> {
     match kind {
         Kind::Logistic => [0.01, 0.1, 1.0]
@@ -423,16 +428,21 @@ fn candidates(kind: Kind, seed: u64) -> Vec<(String, FitFn)> {
                 (format!("max_depth={depth}"), f)
             })
             .collect(),
-        Kind::Trees => [(0.05f32, 4usize), (0.1, 6)]
+        // Regularised: shallow trees, a minimum hessian per leaf, row and column subsampling;
+        // the number of trees comes from early stopping on the validation period.
+        Kind::Trees => [(0.05f32, 3usize, 5.0f32), (0.05, 5, 10.0), (0.1, 4, 20.0)]
             .into_iter()
-            .map(|(lr, depth)| {
+            .map(|(lr, depth, mcw)| {
                 let cfg = GbdtConfig {
+                    n_trees: MAX_TREES,
                     learning_rate: lr,
                     max_depth: depth,
+                    min_child_weight: mcw,
+                    subsample: 0.7,
+                    colsample: 0.7,
                     seed,
-                    ..GbdtConfig::default()
                 };
-                let name = format!("learning_rate={lr},max_depth={depth}");
+                let name = format!("learning_rate={lr},max_depth={depth},min_child_weight={mcw}");
                 let f: FitFn = Box::new(move |d, y, idx| {
                     fit_trees(d, y, idx, &cfg).map(|m| Fitted::Trees(m, cfg.clone()))
                 });
@@ -442,32 +452,78 @@ fn candidates(kind: Kind, seed: u64) -> Vec<(String, FitFn)> {
     }
 }
 
-/// Fraction of the training range (its end) held out to choose hyperparameters and threshold.
-pub const VALIDATION_SHARE: f64 = 0.25;
+/// Where a supervised model learns and is validated, as row ranges of the time-ordered rows.
+///
+/// `fit` is the training range shifted back so that `val` (the validation period) follows it
+/// after a gap as long as the label delay, as a deployed model meets data: hyperparameters,
+/// the number of trees and the threshold are chosen on `val`, never on rows interleaved with
+/// training. `train` is the range the final model is refitted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Rows the candidates are fitted on.
+    pub fit: std::ops::Range<usize>,
+    /// Rows they are validated on (after the gap).
+    pub val: std::ops::Range<usize>,
+    /// Rows the final model is fitted on.
+    pub train: std::ops::Range<usize>,
+    /// Words for the report, e.g. "fit [a, b), gap 7 d, validate [c, d)".
+    pub describe: String,
+}
 
-/// Trains a supervised model on `rows` (in time order) with targets `y`.
+/// Average precisions of a trained model, side by side.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Quality {
+    /// The final model on its own training rows (optimistic by construction).
+    pub train_ap: f64,
+    /// The chosen candidate on the validation period.
+    pub validation_ap: f64,
+}
+
+fn ap_by_prefix(m: &Gbdt, d: &Data, val: &std::ops::Range<usize>, y: &[bool]) -> Vec<(usize, f64)> {
+    let mut margin: Vec<f64> = vec![m.base_score(); val.len()];
+    let mut out = Vec::new();
+    let yv = &y[val.clone()];
+    for t in 0..m.n_trees() {
+        for (k, i) in val.clone().enumerate() {
+            margin[k] += m.tree_margin(t, d.row(i));
+        }
+        if (t + 1) % STOP_STEP == 0 || t + 1 == m.n_trees() {
+            let s: Vec<f32> = margin.iter().map(|v| *v as f32).collect();
+            out.push((t + 1, average_precision(&s, yv)));
+        }
+    }
+    out
+}
+
+/// Trains a supervised model on `rows` (in time order) with targets `y`, choosing on
+/// `split.val` (see [`Split`]).
 pub fn train(
     kind: Kind,
     rows: &[FeatureVector],
     y: &[bool],
+    split: &Split,
     meta: &TrainMeta<'_>,
     target: ThresholdTarget,
-) -> Result<ModelBody, ModelError> {
+) -> Result<(ModelBody, Quality), ModelError> {
     let err = |s: String| ModelError::Train(s);
     if rows.len() != y.len() {
         return Err(err(format!("{} rows but {} targets", rows.len(), y.len())));
     }
+    let within = |r: &std::ops::Range<usize>| r.start <= r.end && r.end <= rows.len();
+    if !(within(&split.fit) && within(&split.val) && within(&split.train)) {
+        return Err(err(format!("ranges {split:?} outside {} rows", rows.len())));
+    }
     let dim = N_FEATURES + meta.attributes.len();
-    let split = (rows.len() as f64 * (1.0 - VALIDATION_SHARE)) as usize;
-    let pos_fit = y[..split].iter().filter(|v| **v).count();
-    let pos_val = y[split..].iter().filter(|v| **v).count();
-    if pos_fit < 5 || pos_val < 2 {
+    let pos = |r: &std::ops::Range<usize>| y[r.clone()].iter().filter(|v| **v).count();
+    let (pos_fit, pos_val, pos_train) = (pos(&split.fit), pos(&split.val), pos(&split.train));
+    if pos_fit < 5 || pos_val < 2 || pos_train < 5 {
         return Err(err(format!(
-            "too few frauds to train a supervised model: {pos_fit} in the first three quarters of the range, {pos_val} in the last quarter (need 5 and 2); widen --from/--to or train --model kmeans"
+            "too few frauds to train a supervised model: {pos_fit} in the fitting range, {pos_val} in the validation period, {pos_train} in the training range (need 5, 2 and 5; {}); widen --from/--to, start them later in the data, or train --kind iforest",
+            split.describe
         )));
     }
-    let mut scaler: Scaler = fit_scaler(rows, dim);
-    super::kmeans::mask(&mut scaler, meta);
+    let mut scaler: Scaler = fit_scaler(&rows[split.train.clone()], dim);
+    mask(&mut scaler, meta);
     let mut z = Vec::with_capacity(rows.len() * dim);
     let mut buf = [0.0f32; MAX_DIM];
     for r in rows {
@@ -475,38 +531,61 @@ pub fn train(
         z.extend_from_slice(&buf[..dim]);
     }
     let d = Data { z, dim };
-    let fit_idx: Vec<usize> = (0..split).collect();
-    let all_idx: Vec<usize> = (0..rows.len()).collect();
-    let val_y = &y[split..];
+    let fit_idx: Vec<usize> = split.fit.clone().collect();
+    let train_idx: Vec<usize> = split.train.clone().collect();
+    let val_y = &y[split.val.clone()];
     let mut grid = Vec::new();
-    let mut best: Option<(f64, usize)> = None;
+    // (validation AP, candidate, trees kept, held-out scores)
+    let mut best: Option<(f64, usize, usize, Vec<f32>)> = None;
     let cands = candidates(kind, meta.seed);
     for (c, (name, fit)) in cands.iter().enumerate() {
-        let m = fit(&d, y, &fit_idx).map_err(err)?;
-        let s: Vec<f32> = (split..rows.len()).map(|i| m.predict(d.row(i))).collect();
+        let mut m = fit(&d, y, &fit_idx).map_err(err)?;
+        let mut trees_kept = 0;
+        if let Fitted::Trees(g, _) = &mut m {
+            let by_prefix = ap_by_prefix(g, &d, &split.val, y);
+            let (k, _) =
+                by_prefix
+                    .iter()
+                    .copied()
+                    .fold((g.n_trees(), f64::MIN), |(bk, ba), (k, a)| {
+                        if a > ba + 1e-4 {
+                            (k, a)
+                        } else {
+                            (bk, ba)
+                        }
+                    });
+            g.truncate(k);
+            trees_kept = k;
+        }
+        let s: Vec<f32> = split.val.clone().map(|i| m.predict(d.row(i))).collect();
         let ap = average_precision(&s, val_y);
-        tracing::info!(model = kind.name(), params = %name, validation_ap = ap, "Candidate fitted.");
-        grid.push(serde_json::json!({"params": name, "validation_ap": ap}));
-        if best.is_none_or(|(b, _)| ap > b) {
-            best = Some((ap, c));
+        tracing::info!(model = kind.name(), params = %name, trees = trees_kept, validation_ap = ap, "Candidate fitted.");
+        grid.push(serde_json::json!({"params": name, "trees": trees_kept, "validation_ap": ap}));
+        if best.as_ref().is_none_or(|(b, ..)| ap > *b) {
+            best = Some((ap, c, trees_kept, s));
         }
     }
-    let (best_ap, best_c) = best.ok_or_else(|| err("no candidate".into()))?;
-    // Held-out scores of the chosen configuration, for a precision target.
-    let chosen = cands[best_c].1(&d, y, &fit_idx).map_err(err)?;
-    let held_out: Vec<f32> = (split..rows.len())
-        .map(|i| chosen.predict(d.row(i)))
+    let (best_ap, best_c, trees_kept, held_out) = best.ok_or_else(|| err("no candidate".into()))?;
+    // Refit on the training range with the chosen configuration (and number of trees).
+    let mut fitted = cands[best_c].1(&d, y, &train_idx).map_err(err)?;
+    if let Fitted::Trees(g, cfg) = &mut fitted {
+        g.truncate(trees_kept);
+        cfg.n_trees = trees_kept.max(1);
+    }
+    let train_scores: Vec<f32> = split
+        .train
+        .clone()
+        .map(|i| fitted.predict(d.row(i)))
         .collect();
-    // Refit on the whole range (the most recent quarter matters most).
-    let fitted = cands[best_c].1(&d, y, &all_idx).map_err(err)?;
+    let train_ap = average_precision(&train_scores, &y[split.train.clone()]);
     let threshold = match target {
         ThresholdTarget::AlertRate(r) => {
             // On held-out scores: in-sample scores of the training frauds are optimistic and
             // would set the threshold too high for new traffic.
             let mut s = held_out.clone();
             s.sort_by(|a, b| b.total_cmp(a));
-            let k = ((s.len() as f64 * r).ceil() as usize).clamp(1, s.len());
-            s[k - 1]
+            let k = ((s.len() as f64 * r).ceil() as usize).clamp(1, s.len().max(1));
+            s.get(k - 1).copied().unwrap_or(1.0)
         }
         ThresholdTarget::Precision(p) => threshold_for_precision(&held_out, val_y, p),
     };
@@ -528,7 +607,7 @@ pub fn train(
             kind.name(),
         ),
     };
-    let (version, created_at) = version_of(name, meta, rows.len());
+    let (version, created_at) = version_of(name, meta, split.train.len());
     let alert_rate = match target {
         ThresholdTarget::AlertRate(r) => r,
         ThresholdTarget::Precision(_) => {
@@ -536,30 +615,42 @@ pub fn train(
                 / held_out.len().max(1) as f64
         }
     };
-    Ok(ModelBody {
+    let body = ModelBody {
         version,
         feature_names: ModelBody::expected_names(meta.attributes),
         attributes: meta.attributes.to_vec(),
         transforms: super::Model::transform_names(),
         threshold: threshold.clamp(0.0, 1.0),
+        feedback_delay_days: meta.feedback_delay_days,
         scaler,
         params,
         trained: TrainInfo {
             from: meta.from.to_string(),
             to: meta.to.to_string(),
-            rows: rows.len() as u64,
+            rows: split.train.len() as u64,
             alert_rate,
             created_at,
         },
         validation: Some(serde_json::json!({
-            "held_out_share": VALIDATION_SHARE,
-            "held_out_rows": rows.len() - split,
-            "held_out_frauds": pos_val,
+            "scheme": split.describe,
+            "fit_rows": split.fit.len(),
+            "fit_frauds": pos_fit,
+            "validation_rows": split.val.len(),
+            "validation_frauds": pos_val,
             "chosen": cands[best_c].0,
-            "chosen_average_precision": best_ap,
+            "trees": trees_kept,
+            "validation_average_precision": best_ap,
+            "train_average_precision": train_ap,
             "grid": grid,
         })),
-    })
+    };
+    Ok((
+        body,
+        Quality {
+            train_ap,
+            validation_ap: best_ap,
+        },
+    ))
 }
 
 /// The lowest threshold whose precision over `scores` reaches `p` (1.0 if none does).
@@ -630,10 +721,25 @@ mod tests {
             alert_rate: 0.05,
             seed: 1,
             attributes_only: false,
+            feedback_delay_days: 7,
+        };
+        let split = Split {
+            fit: 0..3000,
+            val: 3500..6000,
+            train: 0..6000,
+            describe: "test".into(),
         };
         for kind in [Kind::Logistic, Kind::Forest, Kind::Trees] {
-            let body =
-                train(kind, &rows, &y, &meta, ThresholdTarget::AlertRate(0.05)).expect("train");
+            let (body, q) = train(
+                kind,
+                &rows,
+                &y,
+                &split,
+                &meta,
+                ThresholdTarget::AlertRate(0.05),
+            )
+            .expect("train");
+            assert!(q.validation_ap > 0.3 && q.train_ap > 0.3, "{kind:?}: {q:?}");
             let text = super::super::Model::to_file_text(&body).expect("json");
             let m = super::super::Model::parse(&text, std::path::Path::new("m")).expect("loads");
             use super::super::Predict;

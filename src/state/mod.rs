@@ -17,6 +17,8 @@
 //! Entities are keyed by a 64-bit hash of their id, so a lookup allocates nothing. Two ids
 //! sharing a hash (odds about n²/2⁶⁵: 3·10⁻⁶ for ten million ids) would share state.
 
+pub mod feedback;
+pub mod lookup;
 pub mod window;
 
 use std::hash::{Hash, Hasher};
@@ -27,6 +29,8 @@ use moka::sync::Cache;
 
 use crate::config::StateConfig;
 use crate::decode::Label;
+use feedback::Feedback;
+use lookup::TxLookup;
 use window::Ring;
 
 /// Width of the fine ring's buckets, seconds.
@@ -69,6 +73,8 @@ pub struct Windows {
     pub day: Ring,
     /// Newest event time applied, epoch ms (i64::MIN before any).
     pub max_ts_ms: i64,
+    /// Oldest event time applied, epoch ms (i64::MAX before any).
+    pub min_ts_ms: i64,
 }
 
 /// Ring lengths for an allowed lateness.
@@ -98,6 +104,7 @@ impl Windows {
             hour: Ring::new(RES_HOUR_S, l.hour),
             day: Ring::new(RES_DAY_S, l.day),
             max_ts_ms: i64::MIN,
+            min_ts_ms: i64::MAX,
         }
     }
 
@@ -108,6 +115,7 @@ impl Windows {
         self.hour.add(s, amount);
         self.day.add(s, amount);
         self.max_ts_ms = self.max_ts_ms.max(ts_ms);
+        self.min_ts_ms = self.min_ts_ms.min(ts_ms);
     }
 
     /// Heap bytes of the rings.
@@ -196,34 +204,32 @@ impl AccountState {
 pub struct MerchantState {
     /// Amount windows.
     pub w: Windows,
-    /// Visible frauds by the day of their transaction.
-    pub frauds: Ring,
+    /// Transactions and reported frauds by the day of the transaction.
+    pub feedback: Feedback,
 }
 
 impl MerchantState {
     fn new(l: RingLens) -> MerchantState {
         MerchantState {
             w: Windows::new(l),
-            frauds: Ring::new(RES_DAY_S, l.day),
+            feedback: Feedback::default(),
         }
     }
 
     /// Bytes this merchant costs: the struct plus its rings.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.w.heap_bytes() + self.frauds.heap_bytes()
+        std::mem::size_of::<Self>() + self.w.heap_bytes() + self.feedback.heap_bytes()
     }
 }
 
 /// What applying a label did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabelOutcome {
-    /// Counted on the account and on the merchant of its transaction.
+    /// Counted on the account and on the merchant of its transaction, on the transaction's day.
     Applied,
-    /// Counted on the account; its transaction is no longer among the recent ones, so no
-    /// merchant was credited.
+    /// Counted on the account; its merchant is unknown (the label has no `merchant_id`/`ts` and
+    /// the transaction is not in the lookup, or its day left the merchant's feedback ring).
     AccountOnly,
-    /// The account is not in state (never seen or evicted).
-    UnknownAccount,
     /// Not a fraud: nothing to count.
     Genuine,
 }
@@ -240,6 +246,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct State {
     accounts: Cache<u64, Shared<AccountState>>,
     merchants: Cache<u64, Shared<MerchantState>>,
+    lookup: TxLookup,
     lens: RingLens,
     /// Allowed lateness in ms.
     pub lateness_ms: i64,
@@ -258,6 +265,7 @@ impl State {
                 .max_capacity(cfg.max_merchants)
                 .time_to_idle(ttl)
                 .build(),
+            lookup: TxLookup::new(cfg.label_lookup_entries),
             lens: RingLens::for_lateness(cfg.allowed_lateness_secs),
             lateness_ms: cfg.allowed_lateness_secs.saturating_mul(1000),
         }
@@ -285,26 +293,37 @@ impl State {
         self.accounts.entry_count() + self.merchants.entry_count()
     }
 
-    /// Applies a confirmed fraud: the account's count, and the merchant of the transaction on the
-    /// day of the transaction when it is among the account's recent ones.
+    /// Remembers a transaction for label attribution ([`lookup`]).
+    #[inline]
+    pub fn remember_tx(&self, tx_key: u64, merchant_key: u64, ts_s: i64) {
+        self.lookup.insert(tx_key, merchant_key, ts_s);
+    }
+
+    /// Applies a confirmed fraud: the account's count (the account is created if it is not in
+    /// memory, so a label is never lost to the order of arrival), and the merchant of the
+    /// transaction on the day of the transaction: from the label's `merchant_id` and `ts` when
+    /// it has them, else from the lookup of recent transactions.
     pub fn apply_label(&self, label: &Label) -> LabelOutcome {
         if !label.fraud {
             return LabelOutcome::Genuine;
         }
-        let Some(acc) = self.accounts.get(&key_of(&label.account_id)) else {
-            return LabelOutcome::UnknownAccount;
-        };
-        let tx_key = key_of(&label.tx_id).max(1);
-        let found = {
+        {
+            let acc = self.account(key_of(&label.account_id));
             let mut a = lock(&acc);
             a.frauds_visible = a.frauds_visible.saturating_add(1);
-            a.recent.iter().find(|r| r.tx_key == tx_key).copied()
+        }
+        let target = match (&label.merchant_id, label.ts) {
+            (Some(m), Some(ts)) => Some((key_of(m), ts.div_euclid(1000))),
+            _ => self.lookup.get(key_of(&label.tx_id).max(1)),
         };
-        match found {
-            Some(r) => {
-                let m = self.merchant(r.merchant_key);
-                lock(&m).frauds.add_count(r.ts_s, 1);
-                LabelOutcome::Applied
+        match target {
+            Some((merchant_key, ts_s)) => {
+                let m = self.merchant(merchant_key);
+                if lock(&m).feedback.add_fraud(ts_s) {
+                    LabelOutcome::Applied
+                } else {
+                    LabelOutcome::AccountOnly
+                }
             }
             None => LabelOutcome::AccountOnly,
         }
@@ -329,7 +348,7 @@ mod tests {
         let a = AccountState::new(l);
         let m = MerchantState::new(l);
         // Documented in the module header and the README.
-        assert_eq!(a.heap_bytes(), 1784);
+        assert_eq!(a.heap_bytes(), 1792);
         assert_eq!(m.heap_bytes(), 1912);
     }
 
