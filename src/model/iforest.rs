@@ -238,7 +238,7 @@ fn build(
             lo = lo.min(r[f]);
             hi = hi.max(r[f]);
         }
-        if !(hi > lo) {
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let split = lo + rng.gen::<f32>() * (hi - lo);
