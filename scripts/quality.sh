@@ -111,7 +111,7 @@ run_baselines handbook "$HB" 2018-07-25 2018-08-01 2018-08-08 2018-08-15 7
 python3 - "$OUT" README.md "$MODELS" <<'PY'
 import json, os, sys
 out, readme, models = sys.argv[1], sys.argv[2], sys.argv[3].split()
-names = {"kmeans": "k-means (unsupervised)", "logistic": "logistic regression", "forest": "random forest", "trees": "gradient-boosted trees"}
+names = {"kmeans": "k-means (unsupervised)", "iforest": "isolation forest (unsupervised)", "logistic": "logistic regression", "forest": "random forest", "trees": "gradient-boosted trees"}
 baselines = [("random_forest", "baseline: random forest (sklearn, {})"),
              ("logistic_regression", "baseline: logistic regression (sklearn, {})"),
              ("isolation_forest", "baseline: isolation forest (sklearn, unsupervised, {})")]
@@ -131,7 +131,7 @@ lines = ["| data set | model | transactions | frauds | ROC AUC | AP | card preci
 def ours(ds_title, ds, m):
     r = json.load(open(f"{out}/{ds}-{m}/metrics.json"))
     t = secs(times.get(f"{ds}-{m}-train"), times.get(f"{ds}-{m}-score"))
-    lines.append(f"| {ds_title} | {names[m]} | {r['transactions']} | {r['positives']} | {f(r['roc_auc'])} | {f(r['average_precision'])} | {f(r['card_precision_at_k'])} | {f(r['precision_at_threshold'])} / {f(r['recall_at_threshold'])} | {t} |")
+    lines.append(f"| {ds_title} | {names.get(m, m)} | {r['transactions']} | {r['positives']} | {f(r['roc_auc'])} | {f(r['average_precision'])} | {f(r['card_precision_at_k'])} | {f(r['precision_at_threshold'])} / {f(r['recall_at_threshold'])} | {t} |")
 def refs(ds_title, ds, what):
     for m, title in baselines:
         p = f"{out}/baseline-{ds}-{m}.json"
