@@ -164,6 +164,11 @@ pub struct TrainArgs {
     /// k-means clusters.
     #[arg(long, default_value_t = 16)]
     pub clusters: usize,
+    /// Isolation forest: the windowed features it reads, comma-separated feature names
+    /// [default: amount, the amount relative to the account's and merchant's history,
+    /// velocity, new merchant/country, matured merchant fraud rates].
+    #[arg(long, value_delimiter = ',')]
+    pub anomaly_inputs: Option<Vec<String>>,
     /// RNG seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

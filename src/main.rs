@@ -91,6 +91,7 @@ fn train_options(a: &TrainArgs) -> Result<train::TrainOptions, String> {
         },
         attributes_only: a.inputs == InputsArg::Attributes,
         clusters: a.clusters,
+        anomaly_inputs: a.anomaly_inputs.clone(),
         seed: a.seed,
     })
 }

@@ -65,6 +65,8 @@ pub struct TrainOptions {
     pub attributes_only: bool,
     /// k-means clusters.
     pub clusters: usize,
+    /// Windowed features an isolation forest reads (default `iforest::ANOMALY_INPUTS`).
+    pub anomaly_inputs: Option<Vec<String>>,
     /// Seed.
     pub seed: u64,
 }
@@ -269,7 +271,12 @@ pub fn train(
     let train_range = tr.range(o.from_ms, o.to_ms);
     let train_rows: &[FeatureVector] = &tr.rows[train_range.clone()];
     let (body, train_ap, validation_ap, scheme) = match o.kind {
-        ModelKind::Iforest => (iforest::train(train_rows, &meta)?, None, None, None),
+        ModelKind::Iforest => (
+            iforest::train(train_rows, &meta, o.anomaly_inputs.as_deref())?,
+            None,
+            None,
+            None,
+        ),
         ModelKind::Kmeans => (
             kmeans::train(train_rows, o.clusters, &meta)?,
             None,

@@ -26,18 +26,17 @@ use super::{standardise, ModelBody, ModelError, Params, TrainInfo};
 use crate::features::{FeatureVector, FEATURES, MAX_DIM, N_FEATURES};
 
 /// Windowed features an isolation forest reads (by name), besides the attributes.
-pub const ANOMALY_INPUTS: [&str; 14] = [
+pub const ANOMALY_INPUTS: [&str; 13] = [
     "amount",
     "acct_amount_ratio_7d",
     "acct_amount_ratio_30d",
     "acct_amount_zscore_30d",
-    "acct_max_1d",
     "acct_velocity_10m",
-    "acct_count_1h",
     "acct_count_1d",
     "acct_new_merchant",
     "acct_new_country",
     "merch_amount_ratio_30d",
+    "merch_fraud_rate_1d",
     "merch_fraud_rate_7d",
     "merch_fraud_rate_30d",
     "acct_frauds_visible",
@@ -309,23 +308,31 @@ impl IForest {
     }
 }
 
-/// The inputs an isolation forest uses for `dim` inputs: the anomaly features (or only the
-/// amount when `attributes_only`) and every attribute.
-pub fn inputs_for(dim: usize, attributes_only: bool) -> Vec<u32> {
-    let mut v: Vec<u32> = FEATURES
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| {
-            if attributes_only {
-                d.name == "amount"
-            } else {
-                ANOMALY_INPUTS.contains(&d.name)
-            }
-        })
-        .map(|(i, _)| i as u32)
-        .collect();
+/// The inputs an isolation forest uses for `dim` inputs: the windowed features named in
+/// `names` (default [`ANOMALY_INPUTS`]; only the amount when `attributes_only`) and every
+/// attribute. An unknown name is an error naming it.
+pub fn inputs_for(
+    dim: usize,
+    attributes_only: bool,
+    names: Option<&[String]>,
+) -> Result<Vec<u32>, ModelError> {
+    let default: Vec<String> = ANOMALY_INPUTS.iter().map(|s| s.to_string()).collect();
+    let names = match (attributes_only, names) {
+        (true, _) => vec!["amount".to_string()],
+        (false, Some(n)) => n.to_vec(),
+        (false, None) => default,
+    };
+    let mut v = Vec::with_capacity(names.len() + dim.saturating_sub(N_FEATURES));
+    for n in &names {
+        let i = FEATURES.iter().position(|d| d.name == n).ok_or_else(|| {
+            ModelError::Train(format!(
+                "--anomaly-inputs: {n:?} is not a feature (see the README's feature table)"
+            ))
+        })?;
+        v.push(i as u32);
+    }
     v.extend((N_FEATURES..dim).map(|i| i as u32));
-    v
+    Ok(v)
 }
 
 fn build(
@@ -384,8 +391,13 @@ fn build(
     leaf(out)
 }
 
-/// Fits an isolation forest on `rows` (features of the transactions in [from, to)).
-pub fn train(rows: &[FeatureVector], meta: &TrainMeta<'_>) -> Result<ModelBody, ModelError> {
+/// Fits an isolation forest on `rows` (features of the transactions in [from, to)) over the
+/// windowed features `inputs` (default [`ANOMALY_INPUTS`]) and the attributes.
+pub fn train(
+    rows: &[FeatureVector],
+    meta: &TrainMeta<'_>,
+    inputs: Option<&[String]>,
+) -> Result<ModelBody, ModelError> {
     let dim = N_FEATURES + meta.attributes.len();
     let alert_rate = meta.alert_rate;
     if !(0.0..1.0).contains(&alert_rate) || alert_rate == 0.0 {
@@ -401,7 +413,7 @@ pub fn train(rows: &[FeatureVector], meta: &TrainMeta<'_>) -> Result<ModelBody, 
     }
     let mut scaler = fit_scaler(rows, dim);
     mask(&mut scaler, meta);
-    let inputs = inputs_for(dim, meta.attributes_only);
+    let inputs = inputs_for(dim, meta.attributes_only, inputs)?;
     let mut z = vec![0.0f32; rows.len() * dim];
     let mut buf = [0.0f32; MAX_DIM];
     for (i, r) in rows.iter().enumerate() {
@@ -504,7 +516,7 @@ mod tests {
                 r
             })
             .collect();
-        let body = train(&rows, &meta()).expect("train");
+        let body = train(&rows, &meta(), None).expect("train");
         let text = Model::to_file_text(&body).expect("json");
         let m = Model::parse(&text, std::path::Path::new("m")).expect("loads");
         let mut odd = rows[0];

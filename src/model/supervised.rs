@@ -580,9 +580,11 @@ pub fn train(
     let train_ap = average_precision(&train_scores, &y[split.train.clone()]);
     let threshold = match target {
         ThresholdTarget::AlertRate(r) => {
-            // On held-out scores: in-sample scores of the training frauds are optimistic and
-            // would set the threshold too high for new traffic.
-            let mut s = held_out.clone();
+            // On the final model's own scores over its training range: the share of traffic
+            // above a threshold is a property of the model that will score (another fit's
+            // scores, even held out, sit on another scale). Genuine transactions, nearly all of
+            // the budget, score much the same in and out of sample.
+            let mut s = train_scores.clone();
             s.sort_by(|a, b| b.total_cmp(a));
             let k = ((s.len() as f64 * r).ceil() as usize).clamp(1, s.len().max(1));
             s.get(k - 1).copied().unwrap_or(1.0)
