@@ -62,6 +62,9 @@ pub enum PipelineError {
     /// Metrics registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
     /// A task panicked or could not be joined.
     #[error("task failed: {0}")]
     Join(String),
@@ -336,6 +339,9 @@ pub async fn run(
     token: CancellationToken,
     registry: prometheus::Registry,
 ) -> Result<(), PipelineError> {
+    // First, before anything observable: a signal sent as soon as the worker answers must meet
+    // our handlers, not the default action (which terminates the process).
+    let hup = crate::shutdown::install(token.clone()).map_err(PipelineError::Signals)?;
     let cfg = Arc::new(cfg);
     let metrics = Metrics::new(registry)?;
     let ctx = WorkerContext::new(metrics.clone());
@@ -386,6 +392,7 @@ pub async fn run(
     let gauge = tokio::spawn(state_gauge(engine.clone(), metrics.clone(), token.clone()));
     let watcher = tokio::spawn(model_watcher(
         cfg.clone(),
+        hup,
         engine.clone(),
         metrics.clone(),
         token.clone(),
@@ -499,14 +506,13 @@ fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
 /// and counted, and the current model stays.
 async fn model_watcher(
     cfg: Arc<Config>,
+    mut hup: crate::shutdown::Hangup,
     engine: Arc<Engine>,
     metrics: Metrics,
     token: CancellationToken,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
     let path = cfg.model.path.clone();
     let mut stamp = file_stamp(&path);
-    let mut hup = signal(SignalKind::hangup()).ok();
     let every = Duration::from_millis(cfg.model.watch_interval_ms.max(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -514,7 +520,7 @@ async fn model_watcher(
         let forced = tokio::select! {
             biased;
             _ = token.cancelled() => break,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => true,
+            Some(()) = hup.recv() => true,
             _ = tick.tick(), if cfg.model.watch_interval_ms > 0 => false,
         };
         let now = file_stamp(&path);
