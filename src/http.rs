@@ -6,10 +6,28 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::pipeline::Health;
+
+/// Health flags behind `/readyz`, set by the pipeline.
+#[derive(Clone, Default)]
+pub struct Health {
+    /// The model is loaded.
+    pub model_loaded: Arc<AtomicBool>,
+    /// Partitions are assigned.
+    pub assigned: Arc<std::sync::Mutex<std::collections::HashSet<(String, i32)>>>,
+}
+
+impl Health {
+    /// Ready once partitions are assigned and the model is loaded.
+    pub fn ready(&self) -> bool {
+        self.model_loaded.load(Ordering::Acquire) && !crate::state::lock(&self.assigned).is_empty()
+    }
+}
 
 #[derive(Clone)]
 struct App {

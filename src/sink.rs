@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -65,32 +64,11 @@ pub struct Sink {
     dead_letter: String,
 }
 
-/// The settings shared by every client: bootstrap servers and the pass-through table.
-pub fn base_client_config(cfg: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
-    for (k, v) in &cfg.kafka.librdkafka {
-        c.set(k, v.expose());
-    }
-    c
-}
-
 impl Sink {
     /// Creates the producer: idempotent, acks=all, lz4.
     pub fn new(cfg: &Config) -> Result<Sink, rdkafka::error::KafkaError> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "120000");
-        // Pass-through settings last, so an operator can change the defaults above.
-        for (k, v) in &cfg.kafka.librdkafka {
-            c.set(k, v.expose());
-        }
         Ok(Sink {
-            producer: c.create()?,
+            producer: crate::kafka_client::producer(cfg).create()?,
             alerts: cfg.topics.alerts.clone(),
             dead_letter: cfg.topics.dead_letter.clone(),
         })

@@ -12,8 +12,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 
 use crate::config::Config;
+use crate::kafka_client;
 use crate::metrics::Metrics;
-use crate::sink::base_client_config;
 use crate::state::lock;
 
 /// A start-up failure of the source.
@@ -105,22 +105,8 @@ pub fn transactions_consumer(
     cfg: &Config,
     ctx: WorkerContext,
 ) -> Result<StreamConsumer<WorkerContext>, SourceError> {
-    let mut c = base_client_config(cfg);
-    c.set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set(
-            "session.timeout.ms",
-            cfg.kafka.session_timeout_ms.to_string(),
-        )
-        .set(
-            "statistics.interval.ms",
-            cfg.kafka.statistics_interval_ms.to_string(),
-        )
-        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset);
-    c.create_with_context(ctx)
+    kafka_client::group_consumer(cfg)
+        .create_with_context(ctx)
         .map_err(|source| SourceError::Kafka {
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             source,
@@ -130,18 +116,12 @@ pub fn transactions_consumer(
 /// The labels consumer: every worker reads every label (assign, no group membership), from the
 /// beginning, so each worker's state sees the frauds of its accounts whatever its partitions.
 pub fn labels_consumer(cfg: &Config) -> Result<StreamConsumer, SourceError> {
-    let mut c = base_client_config(cfg);
-    c.set(
-        "group.id",
-        format!("{}.labels.{}", cfg.kafka.group_id, std::process::id()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("auto.offset.reset", "earliest");
-    c.create().map_err(|source| SourceError::Kafka {
-        bootstrap: cfg.kafka.bootstrap_servers.clone(),
-        source,
-    })
+    kafka_client::labels_consumer(cfg)
+        .create()
+        .map_err(|source| SourceError::Kafka {
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            source,
+        })
 }
 
 /// Checks the four topics exist; creates the missing ones when `topics.create`.
@@ -152,7 +132,7 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
         source,
     };
     let admin: AdminClient<DefaultClientContext> =
-        base_client_config(cfg).create().map_err(kafka)?;
+        kafka_client::admin(cfg).create().map_err(kafka)?;
     let md = admin
         .inner()
         .fetch_metadata(None, Timeout::After(Duration::from_secs(15)))
