@@ -123,7 +123,7 @@ pub async fn produce(
 ) -> anyhow::Result<ProduceSummary> {
     let c2 = cfg.clone();
     tokio::task::spawn_blocking(move || crate::source::ensure_topics(&c2)).await??;
-    let mut c = kafka_client::common(cfg);
+    let mut c = kafka_client::common(cfg, kafka_client::Role::Producer);
     c.set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("enable.idempotence", "true");

@@ -1,20 +1,24 @@
-//! The consumer group on the transactions topic (cooperative rebalancing, offsets stored only
-//! after delivery), the labels consumer, and topic checks at start.
+//! The consumer group on the transactions topic (cooperative rebalancing handed to the
+//! pipeline's [`RebalanceListener`], offsets stored only after delivery), the labels consumer,
+//! and topic checks at start.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
+use crate::http::Health;
 use crate::kafka_client;
 use crate::metrics::Metrics;
-use crate::state::lock;
 
 /// A start-up failure of the source.
 #[derive(Debug, thiserror::Error)]
@@ -45,25 +49,44 @@ pub enum SourceError {
     },
 }
 
-/// Consumer callbacks: assignment tracking (for `/readyz`) and statistics (consumer lag).
+/// What the pipeline does when the group hands partitions over: called from librdkafka's
+/// rebalance callback, on the thread polling the consumer.
+pub trait RebalanceListener: Send + Sync {
+    /// Partitions were added to this worker's assignment.
+    fn assigned(&self, partitions: &[(String, i32)]);
+    /// Partitions are being taken away: returns once their tasks have stopped (or the wait
+    /// timed out and they are fenced), before librdkafka completes the revocation.
+    fn revoking(&self, consumer: &BaseConsumer<WorkerContext>, partitions: &[(String, i32)]);
+}
+
+/// Consumer callbacks: rebalances (handed to the [`RebalanceListener`]), statistics (consumer
+/// lag, broker and group state for `/readyz`) and errors (all brokers down).
 pub struct WorkerContext {
     metrics: Metrics,
-    assigned: Arc<Mutex<HashSet<(String, i32)>>>,
+    health: Health,
+    listener: Arc<dyn RebalanceListener>,
 }
 
 impl WorkerContext {
-    /// A context reporting into `metrics`.
-    pub fn new(metrics: Metrics) -> WorkerContext {
+    /// A context reporting into `metrics` and `health`, telling `listener` about rebalances.
+    pub fn new(
+        metrics: Metrics,
+        health: Health,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> WorkerContext {
         WorkerContext {
             metrics,
-            assigned: Arc::default(),
+            health,
+            listener,
         }
     }
+}
 
-    /// The partitions currently assigned.
-    pub fn assigned(&self) -> Arc<Mutex<HashSet<(String, i32)>>> {
-        self.assigned.clone()
-    }
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 impl ClientContext for WorkerContext {
@@ -76,24 +99,50 @@ impl ClientContext for WorkerContext {
                 }
             }
         }
+        // Brokers learned from metadata (node id >= 0): down when none of them is up.
+        let mut known = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .peekable();
+        if known.peek().is_some() {
+            let up = known.any(|b| b.state == "UP");
+            self.health.set_broker_down(!up);
+        }
+        if let Some(g) = &statistics.cgrp {
+            if g.state == "up" && g.join_state == "steady" {
+                self.health.set_joined();
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.set_broker_down(true);
+        }
+        tracing::warn!(error = %error, reason, "Kafka client error.");
     }
 }
 
 impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions(tpl);
+            tracing::info!(partitions = ?revoked.iter().map(|p| p.1).collect::<Vec<_>>(), "Partitions being revoked: stopping their tasks.");
+            self.listener.revoking(c, &revoked);
+        }
+    }
+
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut set = lock(&self.assigned);
+        self.health.set_joined();
         match rebalance {
             Rebalance::Assign(tpl) => {
-                for e in tpl.elements() {
-                    set.insert((e.topic().to_string(), e.partition()));
-                }
-                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), assigned = set.len(), "Partitions assigned.");
+                let added = partitions(tpl);
+                self.listener.assigned(&added);
+                tracing::info!(partitions = ?added.iter().map(|p| p.1).collect::<Vec<_>>(), assigned = self.health.assigned(), "Partitions assigned.");
             }
             Rebalance::Revoke(tpl) => {
-                for e in tpl.elements() {
-                    set.remove(&(e.topic().to_string(), e.partition()));
-                }
-                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), assigned = set.len(), "Partitions revoked.");
+                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), assigned = self.health.assigned(), "Partitions revoked.");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance failed."),
         }
@@ -122,6 +171,12 @@ pub fn labels_consumer(cfg: &Config) -> Result<StreamConsumer, SourceError> {
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             source,
         })
+}
+
+/// `min.insync.replicas` for created topics: min(2, replication factor) when replicated, so an
+/// acks=all write survives the loss of one broker; none (the broker's default) otherwise.
+pub fn min_insync_replicas(replication_factor: i32) -> Option<i32> {
+    (replication_factor > 1).then(|| replication_factor.min(2))
 }
 
 /// Checks the four topics exist; creates the missing ones when `topics.create`.
@@ -158,14 +213,19 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
             key,
         });
     }
+    let min_isr = min_insync_replicas(cfg.topics.replication_factor).map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|(_, t)| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 t,
                 cfg.topics.partitions,
                 TopicReplication::Fixed(cfg.topics.replication_factor),
-            )
+            );
+            match &min_isr {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
         })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -201,8 +261,22 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
             topic = %t,
             partitions = cfg.topics.partitions,
             replication_factor = cfg.topics.replication_factor,
+            min_insync_replicas = ?min_isr,
             "Created topic."
         );
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_insync_replicas_follows_the_replication_factor() {
+        assert_eq!(min_insync_replicas(1), None);
+        assert_eq!(min_insync_replicas(2), Some(2));
+        assert_eq!(min_insync_replicas(3), Some(2));
+        assert_eq!(min_insync_replicas(5), Some(2));
+    }
 }

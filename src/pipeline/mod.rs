@@ -13,15 +13,12 @@ mod reload;
 
 pub use partition::{MAX_IN_FLIGHT, PARTITION_QUEUE};
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -31,7 +28,7 @@ use crate::metrics::{self, Metrics};
 use crate::model::Model;
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, WorkerContext};
-use partition::PartitionTask;
+use assignment::{Event, Rebalancer, Router, TaskEnd};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +71,13 @@ pub(super) struct Shared {
     pub(super) sink: Sink,
     pub(super) consumer: Arc<StreamConsumer<WorkerContext>>,
     pub(super) metrics: Metrics,
+    pub(super) health: Health,
     pub(super) cfg: Arc<Config>,
 }
+
+/// How often the poll loop turns without messages: the `/healthz` heartbeat, and the retry of
+/// paused partitions.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Runs the worker until `token` is cancelled or a fatal error.
 pub async fn run(
@@ -88,11 +90,7 @@ pub async fn run(
     let hup = crate::shutdown::install(token.clone()).map_err(PipelineError::Signals)?;
     let cfg = Arc::new(cfg);
     let metrics = Metrics::new(registry)?;
-    let ctx = WorkerContext::new(metrics.clone());
-    let health = Health {
-        model_loaded: Arc::default(),
-        assigned: ctx.assigned(),
-    };
+    let health = Health::new(cfg.stall_timeout_ms);
     let listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
         .await
         .map_err(|source| PipelineError::Listen {
@@ -114,7 +112,7 @@ pub async fn run(
     tracing::info!(path = %cfg.model.path.display(), version = model.version(), threshold = model.threshold(), "Model loaded.");
     metrics.set_build_info(model.version());
     let engine = Arc::new(Engine::new(model, cfg.model.threshold, &cfg.state));
-    health.model_loaded.store(true, Ordering::Release);
+    health.set_model_loaded();
 
     let c2 = cfg.clone();
     tokio::task::spawn_blocking(move || source::ensure_topics(&c2))
@@ -122,6 +120,9 @@ pub async fn run(
         .map_err(|e| PipelineError::Join(e.to_string()))??;
 
     let sink = Sink::new(&cfg)?;
+    let (rebalancer, events) =
+        Rebalancer::new(health.clone(), Duration::from_millis(cfg.drain_timeout_ms));
+    let ctx = WorkerContext::new(metrics.clone(), health.clone(), rebalancer.clone());
     let consumer = Arc::new(source::transactions_consumer(&cfg, ctx)?);
     consumer.subscribe(&[&cfg.topics.transactions])?;
     tracing::info!(topic = %cfg.topics.transactions, group = %cfg.kafka.group_id, brokers = %cfg.kafka.bootstrap_servers, librdkafka = ?cfg.kafka.librdkafka, "Consuming.");
@@ -131,6 +132,7 @@ pub async fn run(
         engine.clone(),
         sink.clone(),
         metrics.clone(),
+        health.clone(),
         token.clone(),
     ));
     let gauge = tokio::spawn(state_gauge(engine.clone(), metrics.clone(), token.clone()));
@@ -148,75 +150,28 @@ pub async fn run(
         sink: sink.clone(),
         consumer: consumer.clone(),
         metrics: metrics.clone(),
+        health: health.clone(),
         cfg: cfg.clone(),
     });
-    let mut senders: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
-    let mut tasks: Vec<JoinHandle<Result<(), PipelineError>>> = Vec::new();
-    let mut failure: Option<PipelineError> = None;
-    let mut consume_errors: u32 = 0;
-    loop {
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            r = consumer.recv() => match r {
-                Ok(m) => {
-                    consume_errors = 0;
-                    let p = m.partition();
-                    let tx = senders.entry(p).or_insert_with(|| {
-                        let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
-                        let task = PartitionTask { shared: shared.clone(), topic: m.topic().to_string(), partition: p };
-                        tasks.push(tokio::spawn(task.run(rx)));
-                        tx
-                    });
-                    if tx.send(m.detach()).await.is_err() {
-                        // The task stopped on a fatal error: its result is collected below.
-                        token.cancel();
-                        break;
-                    }
-                }
-                Err(e) => {
-                    // Transient (broker down, rebalance): back off 0.2 s doubling to 5 s, and log
-                    // the 1st, 2nd, 4th, 8th... consecutive error, not every one.
-                    metrics.error(metrics::STAGE_RECEIVING, "kafka_consume");
-                    consume_errors += 1;
-                    if consume_errors.is_power_of_two() {
-                        tracing::warn!(error = %e, consecutive = consume_errors, "Consume error; retrying.");
-                    }
-                    let backoff = 200u64.saturating_mul(1 << consume_errors.min(5)).min(5_000);
-                    tokio::select! {
-                        biased;
-                        _ = token.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(backoff)) => {}
-                    }
-                }
-            }
-        }
-    }
-    tracing::info!("Draining: no new messages; finishing in-flight decisions.");
-    drop(senders);
-    let drain = Duration::from_millis(cfg.drain_timeout_ms);
-    let deadline = tokio::time::Instant::now() + drain;
-    for t in tasks {
-        match tokio::time::timeout_at(deadline, t).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
-                failure.get_or_insert(e);
-            }
-            Ok(Err(e)) => {
-                failure.get_or_insert(PipelineError::Join(e.to_string()));
-            }
-            Err(_) => {
-                tracing::warn!(
-                    drain_timeout_ms = cfg.drain_timeout_ms,
-                    "Drain timeout: exiting with decisions in flight (their offsets stay uncommitted)."
-                );
-                break;
-            }
-        }
-    }
+    // The poll loop runs as a task of its own: the rebalance callback, called inside its
+    // `recv`, may block (`block_in_place`) while revoked partitions settle, which needs a
+    // runtime worker thread.
+    let router = Router::new(shared, rebalancer);
+    let mut failure = tokio::spawn(poll_loop(
+        router,
+        events,
+        consumer.clone(),
+        metrics.clone(),
+        health.clone(),
+        token.clone(),
+        cfg.clone(),
+    ))
+    .await
+    .unwrap_or_else(|e| Some(PipelineError::Join(e.to_string())));
+
     token.cancel();
-    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-    if let Err(e) = sink.flush(remaining.max(Duration::from_millis(100))) {
+    let drain = Duration::from_millis(cfg.drain_timeout_ms);
+    if let Err(e) = sink.flush(drain.min(Duration::from_secs(5))) {
         tracing::warn!(error = %e, "Producer flush incomplete.");
     }
     let c = consumer.clone();
@@ -230,13 +185,135 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "Final commit task failed."),
     }
     consumer.unsubscribe();
-    let _ = labels.await;
+    if let Err(e) = labels.await {
+        failure.get_or_insert(PipelineError::Join(e.to_string()));
+    }
     let _ = gauge.await;
     let _ = watcher.await;
     let _ = http.await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Polls the group consumer and routes messages to partition tasks until shutdown or a fatal
+/// error, then drains the tasks within `shutdown.drain_timeout_ms`. Never waits on a task: a
+/// busy partition is paused (see [`assignment::Router`]), so the consumer keeps polling.
+async fn poll_loop(
+    mut router: Router,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    metrics: Metrics,
+    health: Health,
+    token: CancellationToken,
+    cfg: Arc<Config>,
+) -> Option<PipelineError> {
+    let mut failure: Option<PipelineError> = None;
+    let mut consume_errors: u32 = 0;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health.polled();
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            Some(ev) = events.recv() => router.on_event(ev),
+            Some(end) = router.tasks.join_next(), if !router.tasks.is_empty() => {
+                if let Some(e) = task_ended(end, &health) {
+                    failure = Some(e);
+                    token.cancel();
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                health.polled();
+                if router.has_paused() {
+                    router.retry();
+                }
+            }
+            r = consumer.recv() => {
+                health.polled();
+                match r {
+                    Ok(m) => {
+                        if consume_errors > 0 {
+                            health.set_broker_down(false);
+                        }
+                        consume_errors = 0;
+                        router.route(m);
+                    }
+                    Err(e) => {
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+                            health.set_broker_down(true);
+                        }
+                        // Transient (broker down, rebalance): back off 0.2 s doubling to 5 s, and
+                        // log the 1st, 2nd, 4th, 8th... consecutive error, not every one.
+                        metrics.error(metrics::STAGE_RECEIVING, "kafka_consume");
+                        consume_errors += 1;
+                        if consume_errors.is_power_of_two() {
+                            tracing::warn!(error = %e, consecutive = consume_errors, "Consume error; retrying.");
+                        }
+                        let backoff = 200u64.saturating_mul(1 << consume_errors.min(5)).min(5_000);
+                        let until = tokio::time::Instant::now() + Duration::from_millis(backoff);
+                        // Keep the heartbeat and the rebalance events going while backing off.
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = token.cancelled() => break,
+                                Some(ev) = events.recv() => router.on_event(ev),
+                                _ = tokio::time::sleep_until(until) => break,
+                                _ = tick.tick() => health.polled(),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("Draining: no new messages; finishing in-flight decisions.");
+    router.close();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.drain_timeout_ms);
+    loop {
+        match tokio::time::timeout_at(deadline, router.tasks.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(end)) => {
+                if let Some(e) = task_ended(end, &health) {
+                    failure.get_or_insert(e);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    drain_timeout_ms = cfg.drain_timeout_ms,
+                    "Drain timeout: exiting with decisions in flight (their offsets stay uncommitted)."
+                );
+                break;
+            }
+        }
+    }
+    failure
+}
+
+/// A partition task ended: `Some` when it failed (fatal for the worker, and `/readyz` says so).
+fn task_ended(
+    end: Result<TaskEnd, tokio::task::JoinError>,
+    health: &Health,
+) -> Option<PipelineError> {
+    match end {
+        Ok(TaskEnd { result: Ok(()), .. }) => None,
+        Ok(TaskEnd {
+            key,
+            result: Err(e),
+        }) => {
+            health.set_problem(
+                &format!("partition {}", key.1),
+                Some(format!("partition {} task failed: {e}", key.1)),
+            );
+            Some(e)
+        }
+        Err(e) => {
+            health.set_problem("partition", Some(format!("a partition task died: {e}")));
+            Some(PipelineError::Join(e.to_string()))
+        }
     }
 }
 

@@ -92,6 +92,30 @@ impl Worker {
         }
     }
 
+    /// Waits until /readyz answers 200 with partitions assigned (not a standby).
+    pub async fn owns_partitions(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((200, body)) = http_get(&format!("{}/readyz", self.metrics_url)).await {
+                if !body.contains("standby") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker owns no partition in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// /readyz: (status, body).
+    pub async fn readyz(&self) -> (u16, String) {
+        http_get(&format!("{}/readyz", self.metrics_url))
+            .await
+            .unwrap_or((0, String::new()))
+    }
+
     /// The value of a metric line that starts with `prefix` (summed over matching lines).
     pub async fn metric(&self, prefix: &str) -> f64 {
         let (_, body) = http_get(&format!("{}/metrics", self.metrics_url))
