@@ -1,10 +1,10 @@
 //! Wires the stages of `run`: source → per-partition tasks (decode → state → features → model →
 //! decision → sink → offset store) and the labels task, with the HTTP endpoints beside them.
 //!
-//! - [`partition`]: the task of one partition, and the one place an offset is stored;
-//! - [`assignment`]: the partitions owned, their tasks, and the state warm-up;
-//! - [`labels`]: the labels topic applied to state;
-//! - [`reload`]: the model file watch and SIGHUP.
+//! - `partition`: the task of one partition, and the one place an offset is stored;
+//! - `assignment`: the partitions owned, their tasks, and the state warm-up;
+//! - `labels`: the labels topic applied to state;
+//! - `reload`: the model file watch and SIGHUP.
 
 mod assignment;
 mod labels;

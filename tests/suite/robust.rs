@@ -355,6 +355,10 @@ async fn readyz_is_not_ready_while_the_broker_is_down_and_recovers() {
         .expect("join");
     let mut cfg = test_config("down", 1);
     cfg.kafka.bootstrap_servers = broker.bootstrap();
+    // The group recovers from a coordinator restart within a session timeout.
+    cfg.kafka.session_timeout_ms = 10_000;
+    cfg.drain_timeout_ms = 5_000;
+    cfg.stall_timeout_ms = 8_000;
     create_topics(&cfg).await;
     let w = Worker::start(&cfg);
     w.owns_partitions(Duration::from_secs(60)).await;
@@ -364,16 +368,17 @@ async fn readyz_is_not_ready_while_the_broker_is_down_and_recovers() {
     })
     .await
     .expect("join");
+    let killed = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let not_ready_after = loop {
         let (status, body) = w.readyz().await;
         if status == 503 {
             assert_eq!(body, "not ready: broker unreachable\n");
-            break;
+            break killed.elapsed();
         }
         assert!(Instant::now() < deadline, "still {status} {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
     assert_eq!(
         http_get(&format!("{}/healthz", w.metrics_url))
             .await
@@ -388,7 +393,13 @@ async fn readyz_is_not_ready_while_the_broker_is_down_and_recovers() {
     })
     .await
     .expect("join");
+    let restarted = Instant::now();
     w.owns_partitions(Duration::from_secs(90)).await;
+    eprintln!(
+        "broker killed: not ready after {:.1} s; restarted: ready again after {:.1} s",
+        not_ready_after.as_secs_f64(),
+        restarted.elapsed().as_secs_f64()
+    );
     produce_lines_to(
         &broker.bootstrap(),
         &cfg.topics.transactions,

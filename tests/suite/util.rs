@@ -306,13 +306,36 @@ pub fn generated(name: &str, accounts: usize, days: u32) -> PathBuf {
 }
 
 /// A broker of a test's own (KRaft, one node) on free ports with its own data folder, from the
-/// jars `scripts/kafka.sh` resolved (`.kafka/libs`, or `FRAUDSTREAM_KAFKA_LIBS`): for fault
+/// jars `scripts/kafka.sh` resolved (`.kafka/libs`, the main checkout's if this is a worktree,
+/// or `FRAUDSTREAM_KAFKA_LIBS`): for fault
 /// tests that kill it. Killed on drop.
 pub struct OwnBroker {
     child: Option<std::process::Child>,
     dir: PathBuf,
     libs: PathBuf,
     port: u16,
+}
+
+/// `.kafka/libs` of this checkout, or of the main checkout when this is a git worktree (the
+/// jars are resolved once, by `scripts/kafka.sh start` there).
+fn kafka_libs() -> PathBuf {
+    let here = root().join(".kafka/libs");
+    if here.is_dir() {
+        return here;
+    }
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(root())
+        .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let common = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            Some(common.parent()?.join(".kafka/libs"))
+        })
+        .filter(|p| p.is_dir())
+        .unwrap_or(here)
 }
 
 fn java() -> PathBuf {
@@ -327,7 +350,7 @@ impl OwnBroker {
     pub fn start(name: &str) -> OwnBroker {
         let libs = std::env::var_os("FRAUDSTREAM_KAFKA_LIBS")
             .map(PathBuf::from)
-            .unwrap_or_else(|| root().join(".kafka/libs"));
+            .unwrap_or_else(kafka_libs);
         assert!(
             libs.is_dir(),
             "no Kafka jars in {}: run scripts/kafka.sh start (or set FRAUDSTREAM_KAFKA_LIBS)",
