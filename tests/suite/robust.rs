@@ -312,12 +312,13 @@ async fn labels_survive_a_restart() {
     assert_eq!(
         w.metric("fraud_labels_total{outcome=\"applied\"}").await,
         3.0,
-        "every label applied to its account, rebuilt by the warm-up"
+        "every label applied to its account and merchant, rebuilt by the warm-up"
     );
     assert_eq!(
-        w.metric("fraud_labels_total{outcome=\"unknown_account\"}")
+        w.metric("fraud_labels_total{outcome=\"account_only\"}")
             .await,
-        0.0
+        0.0,
+        "every label found its transaction's merchant in the rebuilt state"
     );
     w.stop().await;
 }
