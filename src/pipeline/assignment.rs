@@ -416,3 +416,69 @@ pub(super) fn warm_up_blocking(
     applied.fetch_max(until, Ordering::AcqRel);
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Timestamp;
+
+    fn msg(offset: i64, bytes: usize) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(vec![b'x'; bytes]),
+            None,
+            "tx".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_what_is_held_and_frees_as_decisions_settle() {
+        let (tx, mut rx) = mpsc::channel(PARTITION_QUEUE);
+        let slot = Slot {
+            epoch: 1,
+            tx,
+            pending: VecDeque::new(),
+            paused: false,
+            next: -1,
+        };
+        let budget = Arc::new(Semaphore::new(1000));
+        assert!(enqueue(&slot, msg(0, 500), &budget, 1000).is_ok());
+        let back = enqueue(&slot, msg(1, 500), &budget, 1000).expect_err("over budget");
+        assert_eq!(back.offset(), 1, "the message comes back, to be held");
+        // The first decision settles: its permit goes back.
+        let first = rx.try_recv().expect("queued");
+        drop(first);
+        assert!(enqueue(&slot, back, &budget, 1000).is_ok());
+        // A message larger than the whole budget takes all of it, alone.
+        drop(rx.try_recv().expect("queued"));
+        assert!(enqueue(&slot, msg(2, 5000), &budget, 1000).is_ok());
+        assert_eq!(budget.available_permits(), 0);
+        assert!(enqueue(&slot, msg(3, 10), &budget, 1000).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_message_back_and_a_closed_one_drops_it() {
+        let (tx, rx) = mpsc::channel(1);
+        let slot = Slot {
+            epoch: 1,
+            tx,
+            pending: VecDeque::new(),
+            paused: false,
+            next: -1,
+        };
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        assert!(enqueue(&slot, msg(0, 10), &budget, 1 << 20).is_ok());
+        assert!(enqueue(&slot, msg(1, 10), &budget, 1 << 20).is_err());
+        assert_eq!(
+            budget.available_permits(),
+            (1 << 20) - 74,
+            "a message given back holds no budget"
+        );
+        drop(rx); // the task stopped (revoked)
+        assert!(enqueue(&slot, msg(1, 10), &budget, 1 << 20).is_ok());
+        assert_eq!(budget.available_permits(), 1 << 20);
+    }
+}
