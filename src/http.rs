@@ -181,7 +181,9 @@ impl Health {
         if parts.is_empty() {
             return (true, "ready: standby, no partitions assigned".into());
         }
-        (true, format!("ready: {} partitions assigned", parts.len()))
+        let n = parts.len();
+        let plural = if n == 1 { "" } else { "s" };
+        (true, format!("ready: {n} partition{plural} assigned"))
     }
 
     /// `(live, body)` for `/healthz` at wall-clock `now_ms`.
@@ -304,7 +306,7 @@ mod tests {
         );
         h.set_problem("labels", None);
         h.partition_revoked("tx", 1);
-        assert_eq!(h.readiness(), (true, "ready: 1 partitions assigned".into()));
+        assert_eq!(h.readiness(), (true, "ready: 1 partition assigned".into()));
         assert_eq!(h.epoch("tx", 0), Some(1));
         assert_eq!(h.epoch("tx", 1), None);
     }

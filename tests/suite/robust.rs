@@ -340,7 +340,7 @@ async fn a_worker_without_partitions_is_a_ready_standby() {
     );
     assert_eq!(
         w1.readyz().await,
-        (200, "ready: 1 partitions assigned\n".to_string())
+        (200, "ready: 1 partition assigned\n".to_string())
     );
     w2.stop().await;
     w1.stop().await;
