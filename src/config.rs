@@ -42,6 +42,16 @@ const RESERVED_LIBRDKAFKA: &[(&str, &str)] = &[
         "enable.auto.commit",
         "(none: stored offsets are auto-committed)",
     ),
+    ("acks", "(none: producers always use acks=all)"),
+    (
+        "request.required.acks",
+        "(none: producers always use acks=all)",
+    ),
+    (
+        "enable.idempotence",
+        "(none: producers are always idempotent)",
+    ),
+    ("transactional.id", "(none: set by fraudstream)"),
 ];
 
 /// A configuration that could not be loaded: every problem found, one per line.
@@ -81,12 +91,13 @@ impl<T> fmt::Display for Sensitive<T> {
     }
 }
 
-/// A librdkafka setting passed through: plain, or masked when its name suggests a secret.
+/// A librdkafka setting passed through: plain, or masked when its name or its value suggests a
+/// secret (see [`is_secret`]).
 #[derive(Clone, PartialEq, Eq)]
 pub enum PassThrough {
     /// Shown in logs.
     Plain(String),
-    /// Masked in logs (names containing "password", "secret" or "key").
+    /// Masked in logs and `check-config`.
     Secret(Sensitive<String>),
 }
 
@@ -140,6 +151,7 @@ struct RawTopics {
 #[serde(deny_unknown_fields)]
 struct RawInput {
     max_message_bytes: i64,
+    max_buffered_bytes: i64,
     max_amount: f64,
     max_future_secs: i64,
 }
@@ -170,6 +182,7 @@ struct RawModel {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: String,
+    stall_timeout_ms: u64,
 }
 
 /// `[shutdown]` as written.
@@ -233,6 +246,9 @@ pub struct TopicsConfig {
 pub struct InputConfig {
     /// Largest message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Bytes of messages the worker holds at once (queued for partition tasks and in flight
+    /// to Kafka), all partitions together; beyond it, partitions are paused.
+    pub max_buffered_bytes: usize,
     /// Largest amount accepted.
     pub max_amount: f64,
     /// How far ahead of the wall clock an event timestamp may be, in seconds.
@@ -243,6 +259,7 @@ impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
             max_message_bytes: 65536,
+            max_buffered_bytes: 256 << 20,
             max_amount: 1_000_000.0,
             max_future_secs: 86_400,
         }
@@ -306,6 +323,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// `metrics.listen`.
     pub metrics_listen: SocketAddr,
+    /// `metrics.stall_timeout_ms`: `/healthz` fails once the poll loop has not run this long.
+    pub stall_timeout_ms: u64,
     /// `shutdown.drain_timeout_ms`.
     pub drain_timeout_ms: u64,
 }
@@ -527,9 +546,35 @@ fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
-fn is_secret_name(name: &str) -> bool {
+/// True when a pass-through setting must be masked: by name, anything under `sasl.` and any
+/// name containing `password`, `secret`, `key` (e.g. `ssl.key.password`, `ssl.keystore.*`),
+/// `token` or `credential`; by value, a URL holding credentials (`scheme://user:pass@host`) or
+/// an inline `password=`, `secret=`, `token=` (as in `sasl.oauthbearer.config`).
+pub fn is_secret(name: &str, value: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n.contains("password") || n.contains("secret") || n.contains("key")
+    let by_name = n.starts_with("sasl.")
+        || ["password", "secret", "key", "token", "credential"]
+            .iter()
+            .any(|w| n.contains(w));
+    let v = value.to_ascii_lowercase();
+    let inline = ["password=", "passwd=", "pwd=", "secret=", "token="]
+        .iter()
+        .any(|w| v.contains(w));
+    by_name || inline || has_url_credentials(value)
+}
+
+/// `scheme://user:pass@host...` anywhere in `value`.
+fn has_url_credentials(value: &str) -> bool {
+    value.match_indices("://").any(|(i, _)| {
+        let rest = &value[i + 3..];
+        let authority = rest
+            .split(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == ',')
+            .next()
+            .unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
 }
 
 fn positive(problems: &mut Vec<String>, key: &str, v: i64) -> u64 {
@@ -572,12 +617,26 @@ impl TryFrom<RawConfig> for Config {
                 ));
                 continue;
             }
-            let v = if is_secret_name(&name) {
+            let v = if is_secret(&name, &value) {
                 PassThrough::Secret(Sensitive(value))
             } else {
                 PassThrough::Plain(value)
             };
             librdkafka.insert(name, v);
+        }
+
+        if let Some(v) = librdkafka.get("max.poll.interval.ms") {
+            match v.expose().parse::<u64>() {
+                Ok(ms) if ms < k.session_timeout_ms => p.push(format!(
+                    "kafka.librdkafka.\"max.poll.interval.ms\" ({ms}) must be at least kafka.session_timeout_ms ({})",
+                    k.session_timeout_ms
+                )),
+                Ok(_) => {}
+                Err(_) => p.push(format!(
+                    "kafka.librdkafka.\"max.poll.interval.ms\": expected milliseconds, got {:?}",
+                    v.expose()
+                )),
+            }
         }
 
         let t = raw.topics;
@@ -621,6 +680,7 @@ impl TryFrom<RawConfig> for Config {
 
         let i = raw.input;
         let max_message_bytes = positive(&mut p, "input.max_message_bytes", i.max_message_bytes);
+        let max_buffered_bytes = positive(&mut p, "input.max_buffered_bytes", i.max_buffered_bytes);
         if !(i.max_amount.is_finite() && i.max_amount > 0.0) {
             p.push(format!(
                 "input.max_amount: must be > 0, got {}",
@@ -680,6 +740,13 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
 
+        let stall = raw.metrics.stall_timeout_ms;
+        if stall != 0 && stall <= drain {
+            p.push(format!(
+                "metrics.stall_timeout_ms ({stall}) must be above shutdown.drain_timeout_ms ({drain}) (a revocation waits up to the drain timeout), or 0 to disable"
+            ));
+        }
+
         match metrics_listen {
             Some(metrics_listen) if p.is_empty() => Ok(Config {
                 kafka: KafkaConfig {
@@ -701,6 +768,7 @@ impl TryFrom<RawConfig> for Config {
                 },
                 input: InputConfig {
                     max_message_bytes: max_message_bytes as usize,
+                    max_buffered_bytes: max_buffered_bytes as usize,
                     max_amount: i.max_amount,
                     max_future_secs: max_future_secs as i64,
                 },
@@ -718,6 +786,7 @@ impl TryFrom<RawConfig> for Config {
                     watch_interval_ms: raw.model.watch_interval_ms,
                 },
                 metrics_listen,
+                stall_timeout_ms: raw.metrics.stall_timeout_ms,
                 drain_timeout_ms: drain,
             }),
             _ => Err(ConfigError { problems: p }),
@@ -800,7 +869,11 @@ mod tests {
             assert!(all.contains("metrics.listen"), "{all}");
             assert!(all.contains("drain_timeout_ms (90000)"), "{all}");
             assert!(all.contains("\"group.id\": set by fraudstream"), "{all}");
-            assert_eq!(e.problems.len(), 5, "{all}");
+            assert!(
+                all.contains("metrics.stall_timeout_ms (30000) must be above shutdown.drain_timeout_ms (90000)"),
+                "{all}"
+            );
+            assert_eq!(e.problems.len(), 6, "{all}");
             Ok(())
         });
     }
@@ -820,6 +893,87 @@ mod tests {
         Jail::expect_with(|_| {
             let e = load_in_jail(Some("nope.toml")).expect_err("missing");
             assert!(e.to_string().contains("nope.toml"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_masked_by_name_and_by_value() {
+        for (name, value) in [
+            ("sasl.password", "hunter2"),
+            ("sasl.oauthbearer.config", "principal=fraud scope=x"),
+            ("sasl.username", "fraud"),
+            ("ssl.key.pem", "-----BEGIN"),
+            ("ssl.keystore.password", "x"),
+            ("ssl.key.location", "/etc/k.pem"),
+            ("my.api.token", "abc"),
+            (
+                "sasl.oauthbearer.token.endpoint.url",
+                "https://idp.example.com/token",
+            ),
+            ("client.id", "https://fraud:s3cret@idp.example.com/x"),
+            ("plugin.config", "clientId=fraud clientSecret=abc"),
+            ("plugin.config", "user=fraud password=abc"),
+        ] {
+            assert!(is_secret(name, value), "{name} = {value}");
+        }
+        for (name, value) in [
+            ("linger.ms", "5"),
+            ("security.protocol", "SASL_SSL"),
+            ("client.id", "fraudstream-1"),
+            ("client.id", "https://idp.example.com/token"),
+            ("client.id", "mailto:fraud@example.com"),
+        ] {
+            assert!(!is_secret(name, value), "{name} = {value}");
+        }
+    }
+
+    #[test]
+    fn masked_values_never_show() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[kafka.librdkafka]\n\"sasl.oauthbearer.config\" = \"clientSecret=topsecret1\"\n\"client.id\" = \"https://u:topsecret2@host/x\"\n",
+            )?;
+            let c = load_in_jail(Some("c.toml")).expect("valid");
+            let shown = format!("{c:?} {c:#?}");
+            assert!(!shown.contains("topsecret"), "{shown}");
+            assert_eq!(
+                c.kafka.librdkafka["client.id"].expose(),
+                "https://u:topsecret2@host/x"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn producer_guarantees_and_poll_interval_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[kafka.librdkafka]\nacks = 1\n\"enable.idempotence\" = false\n\"request.required.acks\" = 0\n\"max.poll.interval.ms\" = 6000\n",
+            )?;
+            let e = load_in_jail(Some("c.toml")).expect_err("refused");
+            let all = e.to_string();
+            assert!(all.contains("\"acks\": set by fraudstream"), "{all}");
+            assert!(
+                all.contains("\"enable.idempotence\": set by fraudstream"),
+                "{all}"
+            );
+            assert!(
+                all.contains("\"request.required.acks\": set by fraudstream"),
+                "{all}"
+            );
+            assert!(
+                all.contains("\"max.poll.interval.ms\" (6000) must be at least kafka.session_timeout_ms (45000)"),
+                "{all}"
+            );
+            jail.create_file(
+                "c.toml",
+                "[kafka]\nsession_timeout_ms = 6000\n[shutdown]\ndrain_timeout_ms = 5000\n[metrics]\nstall_timeout_ms = 10000\n[kafka.librdkafka]\n\"max.poll.interval.ms\" = 6000\n",
+            )?;
+            let c = load_in_jail(Some("c.toml")).expect("valid");
+            assert_eq!(c.kafka.librdkafka["max.poll.interval.ms"].expose(), "6000");
             Ok(())
         });
     }

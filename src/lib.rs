@@ -9,8 +9,9 @@
 //! - [`model`]: model file, scoring, training
 //! - [`engine`]: the per-event path shared by `run`, `score` and `train`
 //! - [`decide`]: decision and the alert message
-//! - [`sink`]: alerts and dead-letter topics
-//! - [`pipeline`]: wires `run`; [`http`]: `/metrics`, `/healthz`, `/readyz`
+//! - [`sink`]: alerts and dead-letter topics; [`kafka_client`]: every client's settings
+//! - [`pipeline`]: wires `run` (partition tasks, assignment and warm-up, labels, model reload);
+//!   [`http`]: `/metrics`, `/healthz`, `/readyz` and the health they report
 //! - [`replay`]: `score` and `train` over files; [`train`]: the training split and report;
 //!   [`produce`]: file → Kafka;
 //!   [`eval`]: scores against labels, the fraud team's way
@@ -27,6 +28,7 @@ pub mod eval;
 pub mod features;
 pub mod generate;
 pub mod http;
+pub mod kafka_client;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -12,7 +12,7 @@ use fraudstream::decode::parse_ts;
 use fraudstream::engine::Engine;
 use fraudstream::model::{supervised, Model};
 use fraudstream::train::{self, ModelKind};
-use fraudstream::{eval, generate, pipeline, produce, replay, shutdown};
+use fraudstream::{eval, generate, pipeline, produce, replay};
 use tokio_util::sync::CancellationToken;
 
 fn init_tracing() {
@@ -113,9 +113,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                let token = CancellationToken::new();
-                shutdown::install(token.clone());
-                pipeline::run(cfg, token, prometheus::Registry::new()).await
+                // `run` installs the signal handlers first thing.
+                pipeline::run(cfg, CancellationToken::new(), prometheus::Registry::new()).await
             })?;
             tracing::info!("Stopped.");
             Ok(ExitCode::SUCCESS)

@@ -77,14 +77,24 @@ pub const STAGE_PROCESSING: &str = "processing";
 pub const STAGE_SENDING: &str = "sending";
 
 /// Error codes (a fixed set).
-pub const ERROR_CODES: [&str; 6] = [
+pub const ERROR_CODES: [&str; 9] = [
     "kafka_consume",
     "kafka_produce",
     "offset_store",
     "serialize",
     "bad_label",
     "model_reload",
+    DEAD_LETTER_TRUNCATED,
+    DEAD_LETTER_REFUSED,
+    ALERT_REFUSED,
 ];
+
+/// Error code: a dead letter went out truncated (Kafka refused it whole).
+pub const DEAD_LETTER_TRUNCATED: &str = "dead_letter_truncated";
+/// Error code: a dead letter was refused even truncated; skipped, its offset stored.
+pub const DEAD_LETTER_REFUSED: &str = "dead_letter_refused";
+/// Error code: an alert was refused by Kafka (too large); its transaction was dead-lettered.
+pub const ALERT_REFUSED: &str = "alert_refused";
 
 /// Decision label values.
 pub const DECISION_ALERT: &str = "alert";
@@ -236,6 +246,9 @@ impl Metrics {
             (STAGE_SENDING, "kafka_produce"),
             (STAGE_SENDING, "offset_store"),
             (STAGE_SENDING, "serialize"),
+            (STAGE_SENDING, DEAD_LETTER_TRUNCATED),
+            (STAGE_SENDING, DEAD_LETTER_REFUSED),
+            (STAGE_SENDING, ALERT_REFUSED),
         ] {
             errors.with_label_values(&[stage, code]);
         }

@@ -10,8 +10,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::config::Config;
+use crate::kafka_client;
 use crate::replay::open_lines;
-use crate::sink::base_client_config;
 
 /// Counts of one produce run.
 #[derive(Debug, Default, Clone, Copy)]
@@ -123,7 +123,7 @@ pub async fn produce(
 ) -> anyhow::Result<ProduceSummary> {
     let c2 = cfg.clone();
     tokio::task::spawn_blocking(move || crate::source::ensure_topics(&c2)).await??;
-    let mut c = base_client_config(cfg);
+    let mut c = kafka_client::common(cfg, kafka_client::Role::Producer);
     c.set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("enable.idempotence", "true");

@@ -1,22 +1,34 @@
-//! One [`CancellationToken`] for the whole worker, cancelled by SIGINT/SIGTERM or a fatal error.
-//! A second signal exits at once.
+//! Signals → one [`CancellationToken`] for the whole worker. SIGINT/SIGTERM cancel it; a second
+//! one exits at once. SIGHUP asks for a model reload.
+//!
+//! [`install`] registers the three handlers synchronously, before the worker does anything that
+//! can be observed from outside (listening on HTTP, joining the group): a signal sent as soon as
+//! the worker answers is never met by the default action, which would kill the process.
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGINT/SIGTERM; exits the process (130) on the second.
-pub fn install(token: CancellationToken) {
+/// SIGHUP deliveries, handed to the model watcher. Deliveries that arrive before the watcher
+/// listens are kept (one pending reload).
+pub struct Hangup(Signal);
+
+impl Hangup {
+    /// Waits for the next SIGHUP; `None` once the signal driver is gone.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.0.recv().await
+    }
+}
+
+/// Registers SIGINT, SIGTERM and SIGHUP handlers now, and a task that cancels `token` on the
+/// first SIGINT/SIGTERM and exits the process (130) on the second. Call inside a tokio runtime.
+pub fn install(token: CancellationToken) -> std::io::Result<Hangup> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "Cannot listen for SIGTERM.");
-                    return;
-                }
-            };
         for n in 0..2 {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
+                _ = int.recv() => {},
                 _ = term.recv() => {},
             }
             if n == 0 {
@@ -28,4 +40,5 @@ pub fn install(token: CancellationToken) {
             }
         }
     });
+    Ok(Hangup(hup))
 }

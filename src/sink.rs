@@ -1,13 +1,23 @@
 //! The alerts topic and the dead-letter topic: one producer, one place where a decision is sent.
 //! Every send returns a future that resolves once Kafka acknowledged it; the partition task stores
 //! the offset only after that (at-least-once).
+//!
+//! No poison pill: a dead letter that Kafka refuses as a message (too large for the producer's
+//! `message.max.bytes` once the headers are added, or refused by the topic) is sent again with
+//! its payload truncated, first to what fits the producer's limit, then to
+//! [`TRUNCATED_MIN_BYTES`], with headers giving the original size and its SHA-256
+//! ([`H_ORIGINAL_BYTES`], [`H_ORIGINAL_SHA256`], [`H_TRUNCATED`]). If even that is refused, the
+//! send reports [`DeadLettered::Refused`]: the caller counts it and moves on. A send that fails
+//! for any other reason (broker unreachable beyond `message.timeout.ms`) is a [`SinkError`].
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::decode::format_ts;
@@ -26,6 +36,21 @@ pub const H_SOURCE_OFFSET: &str = "fraud.source.offset";
 pub const H_SOURCE_TIMESTAMP: &str = "fraud.source.timestamp";
 /// Dead-letter header: when the worker dead-lettered it, RFC 3339.
 pub const H_FAILED_AT: &str = "fraud.failed_at";
+/// Dead-letter header of a truncated dead letter: `true`.
+pub const H_TRUNCATED: &str = "fraud.truncated";
+/// Dead-letter header of a truncated dead letter: the original payload's size in bytes.
+pub const H_ORIGINAL_BYTES: &str = "fraud.original.bytes";
+/// Dead-letter header of a truncated dead letter: the original payload's SHA-256, hex.
+pub const H_ORIGINAL_SHA256: &str = "fraud.original.sha256";
+
+/// The payload a dead letter keeps when the one cut to the producer's limit is refused too.
+pub const TRUNCATED_MIN_BYTES: usize = 1024;
+
+/// librdkafka's default `message.max.bytes` for a producer.
+pub const DEFAULT_PRODUCER_MAX_BYTES: usize = 1_000_000;
+
+/// Room left for librdkafka's per-message overhead when a payload is cut to the limit.
+const FRAMING_BYTES: usize = 512;
 
 /// A send that failed for good (after librdkafka's own retries).
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +61,32 @@ pub enum SinkError {
         /// The topic.
         topic: String,
         /// The cause.
-        source: rdkafka::error::KafkaError,
+        source: KafkaError,
     },
+}
+
+impl SinkError {
+    /// True when Kafka refused this very message (size, record checks, topic policy): sending it
+    /// again unchanged fails again, while a smaller one may pass.
+    pub fn is_refusal(&self) -> bool {
+        let SinkError::Produce { source, .. } = self;
+        is_refusal(source)
+    }
+}
+
+/// Errors that refuse one message rather than the connection.
+fn is_refusal(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
 }
 
 /// Where a dead letter came from and why.
@@ -57,42 +106,45 @@ pub struct DeadLetter<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+/// How a dead letter went out.
+#[derive(Debug)]
+pub enum DeadLettered {
+    /// The original bytes, unchanged.
+    Whole,
+    /// Truncated to `kept` of `original` bytes.
+    Truncated {
+        /// Payload bytes sent.
+        kept: usize,
+        /// Payload bytes of the original.
+        original: usize,
+    },
+    /// Refused even truncated: not on the dead-letter topic.
+    Refused(KafkaError),
+}
+
 /// The producer for alerts and dead letters.
 #[derive(Clone)]
 pub struct Sink {
     producer: FutureProducer,
     alerts: String,
     dead_letter: String,
-}
-
-/// The settings shared by every client: bootstrap servers and the pass-through table.
-pub fn base_client_config(cfg: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
-    for (k, v) in &cfg.kafka.librdkafka {
-        c.set(k, v.expose());
-    }
-    c
+    max_message_bytes: usize,
 }
 
 impl Sink {
     /// Creates the producer: idempotent, acks=all, lz4.
-    pub fn new(cfg: &Config) -> Result<Sink, rdkafka::error::KafkaError> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "120000");
-        // Pass-through settings last, so an operator can change the defaults above.
-        for (k, v) in &cfg.kafka.librdkafka {
-            c.set(k, v.expose());
-        }
+    pub fn new(cfg: &Config) -> Result<Sink, KafkaError> {
+        let max_message_bytes = cfg
+            .kafka
+            .librdkafka
+            .get("message.max.bytes")
+            .and_then(|v| v.expose().parse().ok())
+            .unwrap_or(DEFAULT_PRODUCER_MAX_BYTES);
         Ok(Sink {
-            producer: c.create()?,
+            producer: crate::kafka_client::producer(cfg).create()?,
             alerts: cfg.topics.alerts.clone(),
             dead_letter: cfg.topics.dead_letter.clone(),
+            max_message_bytes,
         })
     }
 
@@ -112,65 +164,111 @@ impl Sink {
         }
     }
 
-    /// Sends the original bytes to the dead-letter topic with headers naming the error.
+    /// Sends the original bytes to the dead-letter topic with headers naming the error;
+    /// truncated if Kafka refuses them whole (see the module header).
     pub fn send_dead_letter(
         &self,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         dl: &DeadLetter<'_>,
-    ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send + 'static {
-        let partition = dl.partition.to_string();
-        let offset = dl.offset.to_string();
-        let failed_at = format_ts(chrono::Utc::now().timestamp_millis());
-        let mut headers = OwnedHeaders::new_with_capacity(7)
-            .insert(Header {
-                key: H_ERROR_CODE,
-                value: Some(dl.code),
-            })
-            .insert(Header {
-                key: H_ERROR_MESSAGE,
-                value: Some(&dl.message),
-            })
-            .insert(Header {
-                key: H_SOURCE_TOPIC,
-                value: Some(dl.topic),
-            })
-            .insert(Header {
-                key: H_SOURCE_PARTITION,
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: H_SOURCE_OFFSET,
-                value: Some(&offset),
-            })
-            .insert(Header {
-                key: H_FAILED_AT,
-                value: Some(&failed_at),
-            });
+    ) -> impl std::future::Future<Output = Result<DeadLettered, SinkError>> + Send + 'static {
+        let mut headers: Vec<(&'static str, String)> = vec![
+            (H_ERROR_CODE, dl.code.to_string()),
+            (H_ERROR_MESSAGE, dl.message.clone()),
+            (H_SOURCE_TOPIC, dl.topic.to_string()),
+            (H_SOURCE_PARTITION, dl.partition.to_string()),
+            (H_SOURCE_OFFSET, dl.offset.to_string()),
+            (
+                H_FAILED_AT,
+                format_ts(chrono::Utc::now().timestamp_millis()),
+            ),
+        ];
         if let Some(ts) = dl.timestamp_ms {
-            headers = headers.insert(Header {
-                key: H_SOURCE_TIMESTAMP,
-                value: Some(&ts.to_string()),
-            });
+            headers.push((H_SOURCE_TIMESTAMP, ts.to_string()));
         }
         let producer = self.producer.clone();
         let topic = self.dead_letter.clone();
         let key = key.map(<[u8]>::to_vec);
         let payload = payload.map(<[u8]>::to_vec);
+        let limit = self.max_message_bytes;
         async move {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
-            if let Some(k) = &key {
-                rec = rec.key(&k[..]);
+            let body = payload.as_deref().unwrap_or_default();
+            let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+            let key_bytes = key.as_ref().map_or(0, Vec::len);
+            // Whole, then cut to what fits the producer's limit, then the last resort.
+            let mut attempts = Vec::with_capacity(3);
+            if body.len() + key_bytes + header_bytes + FRAMING_BYTES <= limit {
+                attempts.push(None);
             }
-            if let Some(p) = &payload {
-                rec = rec.payload(&p[..]);
+            let fit = limit.saturating_sub(key_bytes + header_bytes + 300 + FRAMING_BYTES);
+            if fit < body.len() && fit > TRUNCATED_MIN_BYTES {
+                attempts.push(Some(fit));
             }
-            deliver(&producer, rec, &topic).await
+            if TRUNCATED_MIN_BYTES < body.len() {
+                attempts.push(Some(TRUNCATED_MIN_BYTES));
+            }
+            if attempts.is_empty() {
+                attempts.push(None);
+            }
+            let digest = hex::encode(Sha256::digest(body));
+            let mut refused = None;
+            for cut in attempts {
+                let mut h = OwnedHeaders::new_with_capacity(headers.len() + 3);
+                for (k, v) in &headers {
+                    h = h.insert(Header {
+                        key: k,
+                        value: Some(v.as_str()),
+                    });
+                }
+                let original = body.len().to_string();
+                if cut.is_some() {
+                    h = h
+                        .insert(Header {
+                            key: H_TRUNCATED,
+                            value: Some("true"),
+                        })
+                        .insert(Header {
+                            key: H_ORIGINAL_BYTES,
+                            value: Some(&original),
+                        })
+                        .insert(Header {
+                            key: H_ORIGINAL_SHA256,
+                            value: Some(&digest),
+                        });
+                }
+                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(h);
+                if let Some(k) = &key {
+                    rec = rec.key(&k[..]);
+                }
+                if payload.is_some() {
+                    rec = rec.payload(&body[..cut.unwrap_or(body.len()).min(body.len())]);
+                }
+                match deliver(&producer, rec, &topic).await {
+                    Ok(()) => {
+                        return Ok(match cut {
+                            None => DeadLettered::Whole,
+                            Some(kept) => DeadLettered::Truncated {
+                                kept,
+                                original: body.len(),
+                            },
+                        })
+                    }
+                    Err(e) if e.is_refusal() => {
+                        tracing::debug!(topic = %topic, bytes = cut.unwrap_or(body.len()), error = %e, "Dead letter refused; trying smaller.");
+                        let SinkError::Produce { source, .. } = e;
+                        refused = Some(source);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(DeadLettered::Refused(refused.unwrap_or(
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            )))
         }
     }
 
     /// Waits for every queued message.
-    pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(Timeout::After(timeout))
     }
 }
@@ -189,4 +287,23 @@ async fn deliver(
             topic: topic.to_string(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_apart_from_outages() {
+        let refused = SinkError::Produce {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        };
+        assert!(refused.is_refusal());
+        let down = SinkError::Produce {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        };
+        assert!(!down.is_refusal());
+    }
 }

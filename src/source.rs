@@ -1,20 +1,24 @@
-//! The consumer group on the transactions topic (cooperative rebalancing, offsets stored only
-//! after delivery), the labels consumer, and topic checks at start.
+//! The consumer group on the transactions topic (cooperative rebalancing handed to the
+//! pipeline's [`RebalanceListener`], offsets stored only after delivery), the labels consumer,
+//! and topic checks at start.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
+use crate::http::Health;
+use crate::kafka_client;
 use crate::metrics::Metrics;
-use crate::sink::base_client_config;
-use crate::state::lock;
 
 /// A start-up failure of the source.
 #[derive(Debug, thiserror::Error)]
@@ -45,25 +49,44 @@ pub enum SourceError {
     },
 }
 
-/// Consumer callbacks: assignment tracking (for `/readyz`) and statistics (consumer lag).
+/// What the pipeline does when the group hands partitions over: called from librdkafka's
+/// rebalance callback, on the thread polling the consumer.
+pub trait RebalanceListener: Send + Sync {
+    /// Partitions were added to this worker's assignment.
+    fn assigned(&self, partitions: &[(String, i32)]);
+    /// Partitions are being taken away: returns once their tasks have stopped (or the wait
+    /// timed out and they are fenced), before librdkafka completes the revocation.
+    fn revoking(&self, consumer: &BaseConsumer<WorkerContext>, partitions: &[(String, i32)]);
+}
+
+/// Consumer callbacks: rebalances (handed to the [`RebalanceListener`]), statistics (consumer
+/// lag, broker and group state for `/readyz`) and errors (all brokers down).
 pub struct WorkerContext {
     metrics: Metrics,
-    assigned: Arc<Mutex<HashSet<(String, i32)>>>,
+    health: Health,
+    listener: Arc<dyn RebalanceListener>,
 }
 
 impl WorkerContext {
-    /// A context reporting into `metrics`.
-    pub fn new(metrics: Metrics) -> WorkerContext {
+    /// A context reporting into `metrics` and `health`, telling `listener` about rebalances.
+    pub fn new(
+        metrics: Metrics,
+        health: Health,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> WorkerContext {
         WorkerContext {
             metrics,
-            assigned: Arc::default(),
+            health,
+            listener,
         }
     }
+}
 
-    /// The partitions currently assigned.
-    pub fn assigned(&self) -> Arc<Mutex<HashSet<(String, i32)>>> {
-        self.assigned.clone()
-    }
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 impl ClientContext for WorkerContext {
@@ -76,24 +99,50 @@ impl ClientContext for WorkerContext {
                 }
             }
         }
+        // Brokers learned from metadata (node id >= 0): down when none of them is up.
+        let mut known = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0)
+            .peekable();
+        if known.peek().is_some() {
+            let up = known.any(|b| b.state == "UP");
+            self.health.set_broker_down(!up);
+        }
+        if let Some(g) = &statistics.cgrp {
+            if g.state == "up" && g.join_state == "steady" {
+                self.health.set_joined();
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.set_broker_down(true);
+        }
+        tracing::warn!(error = %error, reason, "Kafka client error.");
     }
 }
 
 impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions(tpl);
+            tracing::info!(partitions = ?revoked.iter().map(|p| p.1).collect::<Vec<_>>(), "Partitions being revoked: stopping their tasks.");
+            self.listener.revoking(c, &revoked);
+        }
+    }
+
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut set = lock(&self.assigned);
+        self.health.set_joined();
         match rebalance {
             Rebalance::Assign(tpl) => {
-                for e in tpl.elements() {
-                    set.insert((e.topic().to_string(), e.partition()));
-                }
-                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), assigned = set.len(), "Partitions assigned.");
+                let added = partitions(tpl);
+                self.listener.assigned(&added);
+                tracing::info!(partitions = ?added.iter().map(|p| p.1).collect::<Vec<_>>(), assigned = self.health.assigned(), "Partitions assigned.");
             }
             Rebalance::Revoke(tpl) => {
-                for e in tpl.elements() {
-                    set.remove(&(e.topic().to_string(), e.partition()));
-                }
-                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), assigned = set.len(), "Partitions revoked.");
+                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), assigned = self.health.assigned(), "Partitions revoked.");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance failed."),
         }
@@ -105,22 +154,8 @@ pub fn transactions_consumer(
     cfg: &Config,
     ctx: WorkerContext,
 ) -> Result<StreamConsumer<WorkerContext>, SourceError> {
-    let mut c = base_client_config(cfg);
-    c.set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set(
-            "session.timeout.ms",
-            cfg.kafka.session_timeout_ms.to_string(),
-        )
-        .set(
-            "statistics.interval.ms",
-            cfg.kafka.statistics_interval_ms.to_string(),
-        )
-        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset);
-    c.create_with_context(ctx)
+    kafka_client::group_consumer(cfg)
+        .create_with_context(ctx)
         .map_err(|source| SourceError::Kafka {
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             source,
@@ -130,18 +165,18 @@ pub fn transactions_consumer(
 /// The labels consumer: every worker reads every label (assign, no group membership), from the
 /// beginning, so each worker's state sees the frauds of its accounts whatever its partitions.
 pub fn labels_consumer(cfg: &Config) -> Result<StreamConsumer, SourceError> {
-    let mut c = base_client_config(cfg);
-    c.set(
-        "group.id",
-        format!("{}.labels.{}", cfg.kafka.group_id, std::process::id()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("auto.offset.reset", "earliest");
-    c.create().map_err(|source| SourceError::Kafka {
-        bootstrap: cfg.kafka.bootstrap_servers.clone(),
-        source,
-    })
+    kafka_client::labels_consumer(cfg)
+        .create()
+        .map_err(|source| SourceError::Kafka {
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            source,
+        })
+}
+
+/// `min.insync.replicas` for created topics: min(2, replication factor) when replicated, so an
+/// acks=all write survives the loss of one broker; none (the broker's default) otherwise.
+pub fn min_insync_replicas(replication_factor: i32) -> Option<i32> {
+    (replication_factor > 1).then(|| replication_factor.min(2))
 }
 
 /// Checks the four topics exist; creates the missing ones when `topics.create`.
@@ -152,7 +187,7 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
         source,
     };
     let admin: AdminClient<DefaultClientContext> =
-        base_client_config(cfg).create().map_err(kafka)?;
+        kafka_client::admin(cfg).create().map_err(kafka)?;
     let md = admin
         .inner()
         .fetch_metadata(None, Timeout::After(Duration::from_secs(15)))
@@ -178,14 +213,19 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
             key,
         });
     }
+    let min_isr = min_insync_replicas(cfg.topics.replication_factor).map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|(_, t)| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 t,
                 cfg.topics.partitions,
                 TopicReplication::Fixed(cfg.topics.replication_factor),
-            )
+            );
+            match &min_isr {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
         })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -221,8 +261,22 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
             topic = %t,
             partitions = cfg.topics.partitions,
             replication_factor = cfg.topics.replication_factor,
+            min_insync_replicas = ?min_isr,
             "Created topic."
         );
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_insync_replicas_follows_the_replication_factor() {
+        assert_eq!(min_insync_replicas(1), None);
+        assert_eq!(min_insync_replicas(2), Some(2));
+        assert_eq!(min_insync_replicas(3), Some(2));
+        assert_eq!(min_insync_replicas(5), Some(2));
+    }
 }

@@ -216,9 +216,32 @@ fn sighup_reloads_the_model() {
         .env("FRAUD__TOPICS__DEAD_LETTER", format!("dl-{id}"))
         .env("FRAUD__TOPICS__LABELS", format!("lb-{id}"))
         .env("FRAUD__TOPICS__PARTITIONS", "1")
-        .stderr(std::process::Stdio::null())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
+    // The log, to wait on what the worker did.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        use std::io::BufRead;
+        let log = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                log.lock().expect("log").push(line);
+            }
+        });
+    }
+    let swaps = || {
+        log.lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("Model swapped."))
+            .count()
+    };
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let has = |needle: &str| {
@@ -234,15 +257,48 @@ fn sighup_reloads_the_model() {
         }
         false
     };
+    // The handlers are installed before the HTTP server answers: a SIGHUP right now (model
+    // loading, topics not yet checked: the window that used to kill the worker) is a reload.
     assert!(wait("model_version=\"hup-A\""), "worker up with model A");
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let is_ready = || {
+        rt.block_on(crate::suite::util::http_get(&ready))
+            .is_some_and(|(s, _)| s == 200)
+    };
+    let mut up = false;
+    for _ in 0..600 {
+        if is_ready() {
+            up = true;
+            break;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "an early SIGHUP killed the worker"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(up, "worker ready after the early SIGHUP");
+    for _ in 0..300 {
+        if swaps() >= 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        swaps(),
+        1,
+        "the early SIGHUP reloaded the model (file A again)"
+    );
+    // The file changed while watching is off: only a SIGHUP loads it. The worker has since
+    // joined the group and become ready (seconds), and still runs model A.
     body.version = "hup-B".into();
     Model::save(&body, &path).expect("save");
-    std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
         has("model_version=\"hup-A\""),
         "no reload without SIGHUP when watching is off"
     );
-    let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-HUP", &pid]).status();
     assert!(wait("model_version=\"hup-B\""), "SIGHUP reloaded the model");
     let _ = Command::new("kill").args(["-TERM", &pid]).status();

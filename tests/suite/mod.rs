@@ -1,3 +1,4 @@
 mod cli;
+mod robust;
 pub mod util;
 mod worker;

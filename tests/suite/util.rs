@@ -92,6 +92,30 @@ impl Worker {
         }
     }
 
+    /// Waits until /readyz answers 200 with partitions assigned (not a standby).
+    pub async fn owns_partitions(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((200, body)) = http_get(&format!("{}/readyz", self.metrics_url)).await {
+                if !body.contains("standby") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker owns no partition in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// /readyz: (status, body).
+    pub async fn readyz(&self) -> (u16, String) {
+        http_get(&format!("{}/readyz", self.metrics_url))
+            .await
+            .unwrap_or((0, String::new()))
+    }
+
     /// The value of a metric line that starts with `prefix` (summed over matching lines).
     pub async fn metric(&self, prefix: &str) -> f64 {
         let (_, body) = http_get(&format!("{}/metrics", self.metrics_url))
@@ -135,8 +159,13 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
 
 /// Produces lines (key = account_id when the line has one) and waits for every ack.
 pub async fn produce_lines(topic: &str, lines: &[Vec<u8>]) {
+    produce_lines_to(&bootstrap(), topic, lines).await
+}
+
+/// [`produce_lines`] to the broker at `bootstrap`.
+pub async fn produce_lines_to(bootstrap: &str, topic: &str, lines: &[Vec<u8>]) {
     let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .create()
         .expect("producer");
@@ -274,4 +303,216 @@ pub fn generated(name: &str, accounts: usize, days: u32) -> PathBuf {
     };
     fraudstream::generate::generate(&opts, &dir).expect("generate");
     dir
+}
+
+/// A broker of a test's own (KRaft, one node) on free ports with its own data folder, from the
+/// jars `scripts/kafka.sh` resolved (`.kafka/libs`, the main checkout's if this is a worktree,
+/// or `FRAUDSTREAM_KAFKA_LIBS`): for fault
+/// tests that kill it. Killed on drop.
+pub struct OwnBroker {
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+    libs: PathBuf,
+    port: u16,
+}
+
+/// `.kafka/libs` of this checkout, or of the main checkout when this is a git worktree (the
+/// jars are resolved once, by `scripts/kafka.sh start` there).
+fn kafka_libs() -> PathBuf {
+    let here = root().join(".kafka/libs");
+    if here.is_dir() {
+        return here;
+    }
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(root())
+        .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let common = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            Some(common.parent()?.join(".kafka/libs"))
+        })
+        .filter(|p| p.is_dir())
+        .unwrap_or(here)
+}
+
+fn java() -> PathBuf {
+    match std::env::var_os("JAVA_HOME") {
+        Some(h) => PathBuf::from(h).join("bin/java"),
+        None => PathBuf::from("java"),
+    }
+}
+
+impl OwnBroker {
+    /// Formats a data folder and starts the broker; waits until it answers.
+    pub fn start(name: &str) -> OwnBroker {
+        let libs = std::env::var_os("FRAUDSTREAM_KAFKA_LIBS")
+            .map(PathBuf::from)
+            .unwrap_or_else(kafka_libs);
+        assert!(
+            libs.is_dir(),
+            "no Kafka jars in {}: run scripts/kafka.sh start (or set FRAUDSTREAM_KAFKA_LIBS)",
+            libs.display()
+        );
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(dir.join("data")).expect("dir");
+        let port = free_port();
+        let controller = free_port();
+        let props = format!(
+            "process.roles=broker,controller\nnode.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             inter.broker.listener.name=PLAINTEXT\ncontroller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={}\nnum.partitions=1\nauto.create.topics.enable=false\n\
+             offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
+             share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("server.properties"), props).expect("props");
+        let tool = |args: &[&str]| {
+            let out = std::process::Command::new(java())
+                .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+                .arg(format!(
+                    "-Dlog4j2.configurationFile={}",
+                    root().join("scripts/kafka/log4j2-tools.xml").display()
+                ))
+                .arg("-cp")
+                .arg(format!("{}/*", libs.display()))
+                .args(args)
+                .output()
+                .expect("java runs");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let id = tool(&["kafka.tools.StorageTool", "random-uuid"]);
+        let props = dir.join("server.properties");
+        tool(&[
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            &id,
+            "-c",
+            props.to_str().expect("utf-8 path"),
+        ]);
+        let mut b = OwnBroker {
+            child: None,
+            dir,
+            libs,
+            port,
+        };
+        b.launch();
+        b
+    }
+
+    fn launch(&mut self) {
+        let child = std::process::Command::new(java())
+            .args(["-Xmx384m", "-Xms128m", "-XX:+UseSerialGC"])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                root().join("scripts/kafka/log4j2-broker.xml").display()
+            ))
+            .arg(format!(
+                "-Dkafka.logfile={}",
+                self.dir.join("kafka.log").display()
+            ))
+            .arg("-cp")
+            .arg(format!("{}/*", self.libs.display()))
+            .arg("kafka.Kafka")
+            .arg(self.dir.join("server.properties"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("broker starts");
+        self.child = Some(child);
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while c.fetch_metadata(None, Duration::from_secs(2)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "own broker not up; see {}",
+                self.dir.join("kafka.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Its address.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9, waiting until it is gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same data; waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Creates `topic` with topic-level `settings` (before the worker creates the others).
+pub async fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in settings {
+        t = t.set(k, v);
+    }
+    let r = admin
+        .create_topics(&[t], &AdminOptions::new())
+        .await
+        .expect("create");
+    for x in r {
+        x.expect("topic created");
+    }
+}
+
+/// Produces `payloads` (no key) with a producer allowed messages of `max_bytes`.
+pub async fn produce_raw(topic: &str, payloads: &[Vec<u8>], max_bytes: usize) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("message.max.bytes", max_bytes.to_string())
+        .create()
+        .expect("producer");
+    for l in payloads {
+        let rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).payload(l);
+        p.send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
 }

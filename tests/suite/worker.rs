@@ -237,9 +237,9 @@ async fn two_workers_in_one_group_share_the_partitions() {
     create_topics(&cfg1).await;
     let w1 = Worker::start(&cfg1);
     let w2 = Worker::start(&cfg2);
-    // /readyz needs assigned partitions: both ready means both own some.
-    w1.ready(Duration::from_secs(60)).await;
-    w2.ready(Duration::from_secs(60)).await;
+    // A standby is ready too: wait until both own partitions.
+    w1.owns_partitions(Duration::from_secs(60)).await;
+    w2.owns_partitions(Duration::from_secs(60)).await;
     produce_lines(&cfg1.topics.transactions, &numbered("s", 400)).await;
     let alerts = cfg1.topics.alerts.clone();
     let got =

@@ -1,0 +1,282 @@
+//! Kafka client settings: the one place where every client fraudstream creates gets its
+//! configuration (bootstrap servers, our fixed settings, and the `kafka.librdkafka` pass-through
+//! table). Source, sink, warm-up, labels and `produce` all build their clients here.
+//!
+//! A pass-through setting goes only to the clients it is meant for, after librdkafka's own
+//! table (CONFIGURATION.md, column C/P): a consumer setting (e.g. `max.poll.interval.ms`,
+//! `fetch.max.bytes`, `isolation.level`) to the three consumers (the group consumer, the labels
+//! consumer and the warm-up consumers), a producer setting (e.g. `linger.ms`,
+//! `compression.type`) to the producers, any other setting (security, `client.id`,
+//! `message.max.bytes`...) to every client, the admin client included. Every consumer gets
+//! `session.timeout.ms`, so a `max.poll.interval.ms` valid for one is valid for all.
+
+use rdkafka::config::ClientConfig;
+
+use crate::config::Config;
+
+/// Which clients a librdkafka setting applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every client.
+    Any,
+    /// Consumers only.
+    Consumer,
+    /// Producers only.
+    Producer,
+}
+
+/// The kind of client being configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A consumer (group, labels, warm-up).
+    Consumer,
+    /// A producer (alerts and dead letters, `produce`).
+    Producer,
+    /// The admin client (topic checks).
+    Admin,
+}
+
+/// librdkafka's consumer-only settings (global and topic level, "C" in CONFIGURATION.md).
+pub const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "consume_cb",
+    "rebalance_cb",
+    "offset_commit_cb",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.commit.enable",
+    "auto.offset.reset",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "consume.callback.max.messages",
+];
+
+/// librdkafka's producer-only settings (global and topic level, "P" in CONFIGURATION.md).
+pub const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "compression.level",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "dr_cb",
+    "dr_msg_cb",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+    "partitioner_cb",
+    "msg_order_cmp",
+];
+
+/// Which clients `name` applies to.
+pub fn scope(name: &str) -> Scope {
+    if CONSUMER_ONLY.contains(&name) {
+        Scope::Consumer
+    } else if PRODUCER_ONLY.contains(&name) {
+        Scope::Producer
+    } else {
+        Scope::Any
+    }
+}
+
+fn applies(scope: Scope, role: Role) -> bool {
+    matches!(
+        (scope, role),
+        (Scope::Any, _) | (Scope::Consumer, Role::Consumer) | (Scope::Producer, Role::Producer)
+    )
+}
+
+/// Bootstrap servers and the pass-through settings meant for `role`.
+pub fn common(cfg: &Config, role: Role) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
+    pass_through(&mut c, cfg, role);
+    c
+}
+
+fn pass_through(c: &mut ClientConfig, cfg: &Config, role: Role) {
+    for (k, v) in &cfg.kafka.librdkafka {
+        if applies(scope(k), role) {
+            c.set(k, v.expose());
+        }
+    }
+}
+
+/// What every consumer gets: the session timeout (so `max.poll.interval.ms` is checked
+/// against the same value everywhere), then the pass-through settings.
+fn consumer(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
+        .set(
+            "session.timeout.ms",
+            cfg.kafka.session_timeout_ms.to_string(),
+        );
+    pass_through(&mut c, cfg, Role::Consumer);
+    c
+}
+
+/// The group consumer of the transactions topic: cooperative-sticky, offsets stored by the
+/// partition tasks after delivery and auto-committed.
+pub fn group_consumer(cfg: &Config) -> ClientConfig {
+    let mut c = consumer(cfg);
+    c.set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "statistics.interval.ms",
+            cfg.kafka.statistics_interval_ms.to_string(),
+        )
+        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset);
+    c
+}
+
+/// The labels consumer: assigned (no group membership), from the beginning, never commits.
+pub fn labels_consumer(cfg: &Config) -> ClientConfig {
+    let mut c = consumer(cfg);
+    c.set(
+        "group.id",
+        format!("{}.labels.{}", cfg.kafka.group_id, std::process::id()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .set("auto.offset.reset", "earliest");
+    c
+}
+
+/// The warm-up consumer of one partition's history: assigned, never commits.
+pub fn warmup_consumer(cfg: &Config) -> ClientConfig {
+    let mut c = consumer(cfg);
+    c.set("group.id", format!("{}.warmup", cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    c
+}
+
+/// The producer of alerts and dead letters: idempotent and acks=all (the configuration refuses
+/// overrides of both), lz4. The pass-through settings come last, so an operator can change the
+/// batching defaults.
+pub fn producer(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "120000");
+    pass_through(&mut c, cfg, Role::Producer);
+    c.set("enable.idempotence", "true").set("acks", "all");
+    c
+}
+
+/// The admin client that checks and creates topics.
+pub fn admin(cfg: &Config) -> ClientConfig {
+    common(cfg, Role::Admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PassThrough;
+
+    fn cfg_with(settings: &[(&str, &str)]) -> Config {
+        let mut c = crate::config::load(None).expect("defaults");
+        for (k, v) in settings {
+            c.kafka
+                .librdkafka
+                .insert(k.to_string(), PassThrough::Plain(v.to_string()));
+        }
+        c
+    }
+
+    #[test]
+    fn settings_go_to_the_clients_they_are_meant_for() {
+        let c = cfg_with(&[
+            ("max.poll.interval.ms", "60000"),
+            ("fetch.max.bytes", "1000000"),
+            ("linger.ms", "20"),
+            ("security.protocol", "PLAINTEXT"),
+        ]);
+        for (name, client) in [
+            ("group", group_consumer(&c)),
+            ("labels", labels_consumer(&c)),
+            ("warm-up", warmup_consumer(&c)),
+        ] {
+            assert_eq!(client.get("max.poll.interval.ms"), Some("60000"), "{name}");
+            assert_eq!(client.get("fetch.max.bytes"), Some("1000000"), "{name}");
+            assert_eq!(client.get("session.timeout.ms"), Some("45000"), "{name}");
+            assert_eq!(client.get("linger.ms"), None, "{name}");
+            assert_eq!(client.get("security.protocol"), Some("PLAINTEXT"), "{name}");
+        }
+        let p = producer(&c);
+        assert_eq!(p.get("linger.ms"), Some("20"));
+        assert_eq!(p.get("max.poll.interval.ms"), None);
+        assert_eq!(p.get("fetch.max.bytes"), None);
+        assert_eq!(p.get("security.protocol"), Some("PLAINTEXT"));
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        let a = admin(&c);
+        assert_eq!(a.get("security.protocol"), Some("PLAINTEXT"));
+        assert_eq!(a.get("linger.ms"), None);
+        assert_eq!(a.get("max.poll.interval.ms"), None);
+    }
+
+    #[test]
+    fn the_consumer_settings_make_every_consumer_start() {
+        // The incident: valid for the group consumer, refused by the labels and warm-up
+        // consumers that did not get the session timeout.
+        let mut c = cfg_with(&[("max.poll.interval.ms", "6000")]);
+        c.kafka.session_timeout_ms = 6000;
+        for client in [group_consumer(&c), labels_consumer(&c), warmup_consumer(&c)] {
+            let made: Result<rdkafka::consumer::BaseConsumer, _> = client.create();
+            assert!(made.is_ok(), "{:?}", made.err());
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(scope("isolation.level"), Scope::Consumer);
+        assert_eq!(scope("compression.type"), Scope::Producer);
+        assert_eq!(scope("sasl.mechanisms"), Scope::Any);
+        assert_eq!(scope("message.max.bytes"), Scope::Any);
+    }
+}

@@ -1,0 +1,484 @@
+//! Assignment: the partitions this worker owns, their tasks, and the warm-up that rebuilds a
+//! partition's share of the state from its history.
+//!
+//! - [`Rebalancer`] answers librdkafka's rebalance callback. On assignment it records a new
+//!   generation per partition and asks the poll loop for a fresh task. On revocation it stops
+//!   the partitions' tasks (queued messages dropped, in-flight sends awaited and their offsets
+//!   stored), waits for them up to `shutdown.drain_timeout_ms`, fences them (no offset stored
+//!   after this point), commits what they stored, and only then lets librdkafka hand the
+//!   partitions over. A partition that comes back gets a new task, never the old one.
+//! - [`Router`] lives in the poll loop: it hands each message to its partition's task, and pauses
+//!   a partition whose task is busy (warming up, or its queue full) or when the messages held by
+//!   the worker reach `input.max_buffered_bytes`, instead of blocking the loop; it resumes the
+//!   partition once the task takes messages again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::partition::{PartitionTask, Queued, TaskHandle, PARTITION_QUEUE};
+use super::{PipelineError, Shared};
+use crate::decode::decode;
+use crate::http::Health;
+use crate::source::{RebalanceListener, WorkerContext};
+use crate::state::lock;
+
+type Key = (String, i32);
+
+/// Asks the poll loop to act on a rebalance.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// Start a task for generation `epoch` of a partition.
+    Assigned(Key, u64),
+    /// The partition is gone: forget its queue.
+    Revoked(Key),
+}
+
+/// The rebalance callback's side of the assignment.
+pub(super) struct Rebalancer {
+    health: Health,
+    running: Mutex<HashMap<Key, TaskHandle>>,
+    events: mpsc::UnboundedSender<Event>,
+    next_epoch: AtomicU64,
+    revoke_wait: Duration,
+}
+
+impl Rebalancer {
+    pub(super) fn new(
+        health: Health,
+        revoke_wait: Duration,
+    ) -> (Arc<Rebalancer>, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Rebalancer {
+                health,
+                running: Mutex::default(),
+                events,
+                next_epoch: AtomicU64::new(0),
+                revoke_wait,
+            }),
+            rx,
+        )
+    }
+}
+
+/// Waits until every token is cancelled or `wait` passed; true if all were.
+fn wait_done(done: &[CancellationToken], wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let all = || done.iter().all(CancellationToken::is_cancelled);
+    if all() {
+        return true;
+    }
+    let spin = || {
+        while !all() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        all()
+    };
+    // The callback runs on a runtime worker (the poll loop's task): hand its other tasks to
+    // another thread while we wait, so the partition tasks can finish.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(spin)
+        }
+        _ => spin(),
+    }
+}
+
+impl RebalanceListener for Rebalancer {
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        for key in partitions {
+            let epoch = self.next_epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            self.health.partition_assigned(&key.0, key.1, epoch);
+            let _ = self.events.send(Event::Assigned(key.clone(), epoch));
+        }
+    }
+
+    fn revoking(&self, consumer: &BaseConsumer<WorkerContext>, partitions: &[(String, i32)]) {
+        let mut handles = Vec::new();
+        {
+            let mut running = lock(&self.running);
+            for key in partitions {
+                self.health.partition_revoked(&key.0, key.1);
+                if let Some(h) = running.remove(key) {
+                    h.stop.cancel();
+                    handles.push((key.clone(), h));
+                }
+            }
+        }
+        let done: Vec<CancellationToken> = handles.iter().map(|(_, h)| h.done.clone()).collect();
+        let started = Instant::now();
+        let all = wait_done(&done, self.revoke_wait);
+        let mut tpl = TopicPartitionList::new();
+        for (key, h) in &handles {
+            h.fence.store(true, std::sync::atomic::Ordering::Release);
+            let stored = h.stored.load(Ordering::Acquire);
+            if stored >= 0 {
+                let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(stored));
+            }
+        }
+        if all {
+            tracing::info!(
+                tasks = handles.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "Revoked partitions' tasks stopped and settled."
+            );
+        } else {
+            tracing::warn!(
+                wait_ms = self.revoke_wait.as_millis() as u64,
+                "Revoked partitions' tasks did not stop in time: fenced; their undelivered decisions will be made again by the new owner."
+            );
+        }
+        // What the tasks stored goes to the group before the partitions move.
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(error = %e, "Commit of revoked partitions failed; the new owner re-reads from the last commit.");
+            }
+        }
+        for key in partitions {
+            let _ = self.events.send(Event::Revoked(key.clone()));
+        }
+    }
+}
+
+/// How a partition task ended.
+pub(super) struct TaskEnd {
+    pub(super) key: Key,
+    pub(super) result: Result<(), PipelineError>,
+}
+
+struct Slot {
+    epoch: u64,
+    tx: mpsc::Sender<Queued>,
+    /// Messages received while the task could not take them, in order.
+    pending: VecDeque<OwnedMessage>,
+    paused: bool,
+    /// The next offset expected (a message before it is a redelivery after a pause).
+    next: i64,
+}
+
+/// The poll loop's side: partition → task.
+pub(super) struct Router {
+    shared: Arc<Shared>,
+    rebalancer: Arc<Rebalancer>,
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+    slots: HashMap<Key, Slot>,
+    applied: HashMap<Key, Arc<AtomicI64>>,
+    /// Every task, to collect how it ended.
+    pub(super) tasks: JoinSet<TaskEnd>,
+}
+
+impl Router {
+    pub(super) fn new(shared: Arc<Shared>, rebalancer: Arc<Rebalancer>) -> Router {
+        let budget_bytes = shared.cfg.input.max_buffered_bytes.max(1);
+        Router {
+            budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
+            budget_bytes: budget_bytes.min(Semaphore::MAX_PERMITS),
+            shared,
+            rebalancer,
+            slots: HashMap::new(),
+            applied: HashMap::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// True while some partition is paused (the loop then retries often).
+    pub(super) fn has_paused(&self) -> bool {
+        self.slots.values().any(|s| s.paused)
+    }
+
+    /// Acts on a rebalance event.
+    pub(super) fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Assigned(key, epoch) => {
+                if self.shared.health.epoch(&key.0, key.1) != Some(epoch) {
+                    return; // revoked again before we got here
+                }
+                self.spawn(key, epoch);
+            }
+            Event::Revoked(key) => {
+                let current = self.shared.health.epoch(&key.0, key.1);
+                if self
+                    .slots
+                    .get(&key)
+                    .is_some_and(|s| Some(s.epoch) != current)
+                {
+                    self.slots.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// A fresh task for generation `epoch` of a partition.
+    fn spawn(&mut self, key: Key, epoch: u64) {
+        let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
+        let handle = TaskHandle::new(epoch);
+        let applied = self
+            .applied
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(AtomicI64::new(-1)))
+            .clone();
+        let task = PartitionTask {
+            shared: self.shared.clone(),
+            topic: key.0.clone(),
+            partition: key.1,
+            handle: handle.clone(),
+            applied,
+        };
+        lock(&self.rebalancer.running).insert(key.clone(), handle);
+        let k = key.clone();
+        self.tasks.spawn(async move {
+            let result = task.run(rx).await;
+            TaskEnd { key: k, result }
+        });
+        // A partition assigned again may still carry our earlier pause.
+        self.set_paused(&key, false);
+        self.slots.insert(
+            key,
+            Slot {
+                epoch,
+                tx,
+                pending: VecDeque::new(),
+                paused: false,
+                next: -1,
+            },
+        );
+    }
+
+    /// Hands a message to its partition's task, or holds it and pauses the partition.
+    pub(super) fn route(&mut self, m: BorrowedMessage<'_>) {
+        let key = (m.topic().to_string(), m.partition());
+        let Some(slot) = self.slots.get_mut(&key) else {
+            tracing::debug!(
+                partition = key.1,
+                offset = m.offset(),
+                "Message of a partition not assigned: dropped."
+            );
+            return;
+        };
+        if m.offset() < slot.next {
+            return; // delivered again after a pause/resume: already held
+        }
+        slot.next = m.offset() + 1;
+        let m = m.detach();
+        if !slot.pending.is_empty() {
+            slot.pending.push_back(m);
+            return;
+        }
+        if let Err(m) = enqueue(slot, m, &self.budget, self.budget_bytes) {
+            slot.pending.push_back(m);
+            slot.paused = true;
+            self.set_paused(&key, true);
+        }
+    }
+
+    /// Moves held messages to tasks that take them again, and resumes those partitions.
+    pub(super) fn retry(&mut self) {
+        let mut resume = Vec::new();
+        for (key, slot) in self.slots.iter_mut().filter(|(_, s)| s.paused) {
+            while let Some(m) = slot.pending.pop_front() {
+                if let Err(m) = enqueue(slot, m, &self.budget, self.budget_bytes) {
+                    slot.pending.push_front(m);
+                    break;
+                }
+            }
+            if slot.pending.is_empty() {
+                slot.paused = false;
+                resume.push(key.clone());
+            }
+        }
+        for key in resume {
+            self.set_paused(&key, false);
+        }
+    }
+
+    fn set_paused(&self, key: &Key, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&key.0, key.1);
+        let r = if pause {
+            self.shared.consumer.pause(&tpl)
+        } else {
+            self.shared.consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            tracing::debug!(partition = key.1, pause, error = %e, "Pause/resume failed.");
+        } else if pause {
+            tracing::debug!(partition = key.1, "Partition paused: its task is busy.");
+        }
+    }
+
+    /// Stops routing: every task sees its queue close, finishes its in-flight decisions, ends.
+    pub(super) fn close(&mut self) {
+        self.slots.clear();
+    }
+}
+
+/// Queues `m` for its task with its share of the byte budget; gives it back if either is full.
+/// A closed queue (the task stopped on revocation) drops the message.
+fn enqueue(
+    slot: &Slot,
+    m: OwnedMessage,
+    budget: &Arc<Semaphore>,
+    budget_bytes: usize,
+) -> Result<(), OwnedMessage> {
+    let bytes = m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len) + 64;
+    let want = bytes.min(budget_bytes).min(u32::MAX as usize) as u32;
+    let permit = match budget.clone().try_acquire_many_owned(want) {
+        Ok(p) => p,
+        Err(_) => return Err(m),
+    };
+    match slot.tx.try_send(Queued {
+        msg: m,
+        permit: Some(permit),
+    }) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(q)) => Err(q.msg),
+        Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+    }
+}
+
+/// Replays `topic`/`partition` into the state, from `state.warmup_secs` ago or from `applied`
+/// (what this process already holds), whichever is later, up to `until`; advances `applied`.
+/// Stops early on `stop` or shutdown. Returns the events applied. Blocking: call from
+/// `spawn_blocking`.
+pub(super) fn warm_up_blocking(
+    s: &Shared,
+    topic: &str,
+    partition: i32,
+    until: i64,
+    stop: &CancellationToken,
+    applied: &AtomicI64,
+) -> Result<u64, rdkafka::error::KafkaError> {
+    let floor = applied.load(Ordering::Acquire);
+    if until <= 0 || until <= floor {
+        return Ok(0);
+    }
+    let consumer: BaseConsumer = crate::kafka_client::warmup_consumer(&s.cfg).create()?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let since_ms = now_ms - s.cfg.state.warmup_secs.saturating_mul(1000) as i64;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(since_ms))?;
+    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+    let by_time = match found.find_partition(topic, partition).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => o,
+        // No message since then.
+        _ => until,
+    };
+    let start = by_time.max(floor);
+    if start >= until {
+        applied.fetch_max(until, Ordering::AcqRel);
+        return Ok(0);
+    }
+    let mut from = TopicPartitionList::new();
+    from.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&from)?;
+    let spec = s.engine.current().spec().clone();
+    let mut n = 0u64;
+    let mut idle = 0;
+    loop {
+        if stop.is_cancelled() || s.token.is_cancelled() {
+            return Ok(n);
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                if m.offset() >= until {
+                    break;
+                }
+                if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
+                    crate::engine::observe(&s.engine.state, &tx, &spec);
+                    n += 1;
+                }
+                applied.fetch_max(m.offset() + 1, Ordering::AcqRel);
+                if m.offset() + 1 >= until {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                // The history ends before `until` (deleted by retention or compaction).
+                idle += 1;
+                if idle >= 20 {
+                    break;
+                }
+            }
+        }
+    }
+    applied.fetch_max(until, Ordering::AcqRel);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Timestamp;
+
+    fn msg(offset: i64, bytes: usize) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(vec![b'x'; bytes]),
+            None,
+            "tx".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_what_is_held_and_frees_as_decisions_settle() {
+        let (tx, mut rx) = mpsc::channel(PARTITION_QUEUE);
+        let slot = Slot {
+            epoch: 1,
+            tx,
+            pending: VecDeque::new(),
+            paused: false,
+            next: -1,
+        };
+        let budget = Arc::new(Semaphore::new(1000));
+        assert!(enqueue(&slot, msg(0, 500), &budget, 1000).is_ok());
+        let back = enqueue(&slot, msg(1, 500), &budget, 1000).expect_err("over budget");
+        assert_eq!(back.offset(), 1, "the message comes back, to be held");
+        // The first decision settles: its permit goes back.
+        let first = rx.try_recv().expect("queued");
+        drop(first);
+        assert!(enqueue(&slot, back, &budget, 1000).is_ok());
+        // A message larger than the whole budget takes all of it, alone.
+        drop(rx.try_recv().expect("queued"));
+        assert!(enqueue(&slot, msg(2, 5000), &budget, 1000).is_ok());
+        assert_eq!(budget.available_permits(), 0);
+        assert!(enqueue(&slot, msg(3, 10), &budget, 1000).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_message_back_and_a_closed_one_drops_it() {
+        let (tx, rx) = mpsc::channel(1);
+        let slot = Slot {
+            epoch: 1,
+            tx,
+            pending: VecDeque::new(),
+            paused: false,
+            next: -1,
+        };
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        assert!(enqueue(&slot, msg(0, 10), &budget, 1 << 20).is_ok());
+        assert!(enqueue(&slot, msg(1, 10), &budget, 1 << 20).is_err());
+        assert_eq!(
+            budget.available_permits(),
+            (1 << 20) - 74,
+            "a message given back holds no budget"
+        );
+        drop(rx); // the task stopped (revoked)
+        assert!(enqueue(&slot, msg(1, 10), &budget, 1 << 20).is_ok());
+        assert_eq!(budget.available_permits(), 1 << 20);
+    }
+}

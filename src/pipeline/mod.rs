@@ -1,0 +1,329 @@
+//! Wires the stages of `run`: source → per-partition tasks (decode → state → features → model →
+//! decision → sink → offset store) and the labels task, with the HTTP endpoints beside them.
+//!
+//! - `partition`: the task of one partition, and the one place an offset is stored;
+//! - `assignment`: the partitions owned, their tasks, and the state warm-up;
+//! - `labels`: the labels topic applied to state;
+//! - `reload`: the model file watch and SIGHUP.
+
+mod assignment;
+mod labels;
+mod partition;
+mod reload;
+
+pub use partition::{MAX_IN_FLIGHT, PARTITION_QUEUE};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http::Health;
+use crate::metrics::{self, Metrics};
+use crate::model::Model;
+use crate::sink::{Sink, SinkError};
+use crate::source::{self, WorkerContext};
+use assignment::{Event, Rebalancer, Router, TaskEnd};
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Start-up failed.
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// Kafka client creation or subscription failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A decision could not be delivered: fatal, its offset was not stored.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The HTTP listener could not start.
+    #[error("cannot listen on metrics.listen {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Metrics registration failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// A task panicked or could not be joined.
+    #[error("task failed: {0}")]
+    Join(String),
+}
+
+/// What every partition task shares.
+pub(super) struct Shared {
+    pub(super) token: CancellationToken,
+    pub(super) engine: Arc<Engine>,
+    pub(super) sink: Sink,
+    pub(super) consumer: Arc<StreamConsumer<WorkerContext>>,
+    pub(super) metrics: Metrics,
+    pub(super) health: Health,
+    pub(super) cfg: Arc<Config>,
+}
+
+/// How often the poll loop turns without messages: the `/healthz` heartbeat, and the retry of
+/// paused partitions.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Runs the worker until `token` is cancelled or a fatal error.
+pub async fn run(
+    cfg: Config,
+    token: CancellationToken,
+    registry: prometheus::Registry,
+) -> Result<(), PipelineError> {
+    // First, before anything observable: a signal sent as soon as the worker answers must meet
+    // our handlers, not the default action (which terminates the process).
+    let hup = crate::shutdown::install(token.clone()).map_err(PipelineError::Signals)?;
+    let cfg = Arc::new(cfg);
+    let metrics = Metrics::new(registry)?;
+    let health = Health::new(cfg.stall_timeout_ms);
+    let listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
+        .await
+        .map_err(|source| PipelineError::Listen {
+            addr: cfg.metrics_listen,
+            source,
+        })?;
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        token.clone(),
+    ));
+    tracing::info!(listen = %cfg.metrics_listen, "Serving /metrics, /healthz and /readyz.");
+
+    let model_path = cfg.model.path.clone();
+    let model = tokio::task::spawn_blocking(move || Model::load(&model_path))
+        .await
+        .map_err(|e| PipelineError::Join(e.to_string()))??;
+    tracing::info!(path = %cfg.model.path.display(), version = model.version(), threshold = model.threshold(), "Model loaded.");
+    metrics.set_build_info(model.version());
+    let engine = Arc::new(Engine::new(model, cfg.model.threshold, &cfg.state));
+    health.set_model_loaded();
+
+    let c2 = cfg.clone();
+    tokio::task::spawn_blocking(move || source::ensure_topics(&c2))
+        .await
+        .map_err(|e| PipelineError::Join(e.to_string()))??;
+
+    let sink = Sink::new(&cfg)?;
+    let (rebalancer, events) =
+        Rebalancer::new(health.clone(), Duration::from_millis(cfg.drain_timeout_ms));
+    let ctx = WorkerContext::new(metrics.clone(), health.clone(), rebalancer.clone());
+    let consumer = Arc::new(source::transactions_consumer(&cfg, ctx)?);
+    consumer.subscribe(&[&cfg.topics.transactions])?;
+    tracing::info!(topic = %cfg.topics.transactions, group = %cfg.kafka.group_id, brokers = %cfg.kafka.bootstrap_servers, librdkafka = ?cfg.kafka.librdkafka, "Consuming.");
+
+    let labels = tokio::spawn(labels::labels_task(
+        cfg.clone(),
+        engine.clone(),
+        sink.clone(),
+        metrics.clone(),
+        health.clone(),
+        token.clone(),
+    ));
+    let gauge = tokio::spawn(state_gauge(engine.clone(), metrics.clone(), token.clone()));
+    let watcher = tokio::spawn(reload::model_watcher(
+        cfg.clone(),
+        hup,
+        engine.clone(),
+        metrics.clone(),
+        token.clone(),
+    ));
+
+    let shared = Arc::new(Shared {
+        token: token.clone(),
+        engine,
+        sink: sink.clone(),
+        consumer: consumer.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        cfg: cfg.clone(),
+    });
+    // The poll loop runs as a task of its own: the rebalance callback, called inside its
+    // `recv`, may block (`block_in_place`) while revoked partitions settle, which needs a
+    // runtime worker thread.
+    let router = Router::new(shared, rebalancer);
+    let mut failure = tokio::spawn(poll_loop(
+        router,
+        events,
+        consumer.clone(),
+        metrics.clone(),
+        health.clone(),
+        token.clone(),
+        cfg.clone(),
+    ))
+    .await
+    .unwrap_or_else(|e| Some(PipelineError::Join(e.to_string())));
+
+    token.cancel();
+    let drain = Duration::from_millis(cfg.drain_timeout_ms);
+    if let Err(e) = sink.flush(drain.min(Duration::from_secs(5))) {
+        tracing::warn!(error = %e, "Producer flush incomplete.");
+    }
+    let c = consumer.clone();
+    let commit =
+        tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await;
+    match commit {
+        Ok(Ok(())) => tracing::info!("Committed stored offsets."),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Final commit failed (nothing new to commit, or not a member).")
+        }
+        Err(e) => tracing::warn!(error = %e, "Final commit task failed."),
+    }
+    consumer.unsubscribe();
+    if let Err(e) = labels.await {
+        failure.get_or_insert(PipelineError::Join(e.to_string()));
+    }
+    let _ = gauge.await;
+    let _ = watcher.await;
+    let _ = http.await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Polls the group consumer and routes messages to partition tasks until shutdown or a fatal
+/// error, then drains the tasks within `shutdown.drain_timeout_ms`. Never waits on a task: a
+/// busy partition is paused (see [`assignment::Router`]), so the consumer keeps polling.
+async fn poll_loop(
+    mut router: Router,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    metrics: Metrics,
+    health: Health,
+    token: CancellationToken,
+    cfg: Arc<Config>,
+) -> Option<PipelineError> {
+    let mut failure: Option<PipelineError> = None;
+    let mut consume_errors: u32 = 0;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health.polled();
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            Some(ev) = events.recv() => router.on_event(ev),
+            Some(end) = router.tasks.join_next(), if !router.tasks.is_empty() => {
+                if let Some(e) = task_ended(end, &health) {
+                    failure = Some(e);
+                    token.cancel();
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                health.polled();
+                if router.has_paused() {
+                    router.retry();
+                }
+            }
+            r = consumer.recv() => {
+                health.polled();
+                match r {
+                    Ok(m) => {
+                        if consume_errors > 0 {
+                            health.set_broker_down(false);
+                        }
+                        consume_errors = 0;
+                        router.route(m);
+                    }
+                    Err(e) => {
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+                            health.set_broker_down(true);
+                        }
+                        // Transient (broker down, rebalance): back off 0.2 s doubling to 5 s, and
+                        // log the 1st, 2nd, 4th, 8th... consecutive error, not every one.
+                        metrics.error(metrics::STAGE_RECEIVING, "kafka_consume");
+                        consume_errors += 1;
+                        if consume_errors.is_power_of_two() {
+                            tracing::warn!(error = %e, consecutive = consume_errors, "Consume error; retrying.");
+                        }
+                        let backoff = 200u64.saturating_mul(1 << consume_errors.min(5)).min(5_000);
+                        let until = tokio::time::Instant::now() + Duration::from_millis(backoff);
+                        // Keep the heartbeat and the rebalance events going while backing off.
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = token.cancelled() => break,
+                                Some(ev) = events.recv() => router.on_event(ev),
+                                _ = tokio::time::sleep_until(until) => break,
+                                _ = tick.tick() => health.polled(),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("Draining: no new messages; finishing in-flight decisions.");
+    router.close();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.drain_timeout_ms);
+    loop {
+        match tokio::time::timeout_at(deadline, router.tasks.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(end)) => {
+                if let Some(e) = task_ended(end, &health) {
+                    failure.get_or_insert(e);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    drain_timeout_ms = cfg.drain_timeout_ms,
+                    "Drain timeout: exiting with decisions in flight (their offsets stay uncommitted)."
+                );
+                break;
+            }
+        }
+    }
+    failure
+}
+
+/// A partition task ended: `Some` when it failed (fatal for the worker, and `/readyz` says so).
+fn task_ended(
+    end: Result<TaskEnd, tokio::task::JoinError>,
+    health: &Health,
+) -> Option<PipelineError> {
+    match end {
+        Ok(TaskEnd { result: Ok(()), .. }) => None,
+        Ok(TaskEnd {
+            key,
+            result: Err(e),
+        }) => {
+            health.set_problem(
+                &format!("partition {}", key.1),
+                Some(format!("partition {} task failed: {e}", key.1)),
+            );
+            Some(e)
+        }
+        Err(e) => {
+            health.set_problem("partition", Some(format!("a partition task died: {e}")));
+            Some(PipelineError::Join(e.to_string()))
+        }
+    }
+}
+
+async fn state_gauge(engine: Arc<Engine>, metrics: Metrics, token: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            _ = tick.tick() => metrics.set_window_entries(engine.state.entries()),
+        }
+    }
+}
