@@ -103,8 +103,11 @@ pub enum KindArg {
     Logistic,
     /// Random forest.
     Forest,
-    /// Gradient-boosted trees (the default with labels).
+    /// Gradient-boosted trees.
     Trees,
+    /// The recommended supervised model (the default with labels): trees and logistic are both
+    /// fitted; the one with the higher validation AP is kept.
+    Auto,
 }
 
 /// Inputs a model reads.
@@ -146,7 +149,7 @@ pub struct TrainArgs {
     /// Model file to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// Model kind. Default: trees with --labels (the recommended supervised model), iforest
+    /// Model kind. Default: auto with --labels (the recommended supervised model), iforest
     /// without.
     #[arg(long, alias = "model", value_enum)]
     pub kind: Option<KindArg>,

@@ -70,7 +70,8 @@ fn train_options(a: &TrainArgs) -> Result<train::TrainOptions, String> {
         Some(KindArg::Logistic) => ModelKind::Supervised(supervised::Kind::Logistic),
         Some(KindArg::Forest) => ModelKind::Supervised(supervised::Kind::Forest),
         Some(KindArg::Trees) => ModelKind::Supervised(supervised::Kind::Trees),
-        None if a.labels.is_some() => ModelKind::Supervised(supervised::Kind::Trees),
+        Some(KindArg::Auto) => ModelKind::Auto,
+        None if a.labels.is_some() => ModelKind::Auto,
         None => ModelKind::Iforest,
     };
     let test = match (&a.test_from, &a.test_to) {

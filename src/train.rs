@@ -33,12 +33,15 @@ pub enum ModelKind {
     Kmeans,
     /// A supervised kind.
     Supervised(Kind),
+    /// The recommended supervised model: gradient-boosted trees and logistic regression are
+    /// both fitted and validated; the one with the higher validation AP is kept.
+    Auto,
 }
 
 impl ModelKind {
     /// True for the kinds that need labels.
     pub fn is_supervised(self) -> bool {
-        matches!(self, ModelKind::Supervised(_))
+        matches!(self, ModelKind::Supervised(_) | ModelKind::Auto)
     }
 }
 
@@ -288,6 +291,37 @@ pub fn train(
             let scheme = split.describe.clone();
             let (body, q) = supervised::train(kind, &tr.rows, &tr.fraud, &split, &meta, o.target)?;
             (body, Some(q.train_ap), Some(q.validation_ap), Some(scheme))
+        }
+        ModelKind::Auto => {
+            let split = split_for(&tr, o, delay_ms)?;
+            let scheme = split.describe.clone();
+            let mut best: Option<(ModelBody, supervised::Quality)> = None;
+            for kind in [Kind::Trees, Kind::Logistic] {
+                let (body, q) =
+                    supervised::train(kind, &tr.rows, &tr.fraud, &split, &meta, o.target)?;
+                tracing::info!(
+                    model = kind.name(),
+                    validation_ap = q.validation_ap,
+                    "Recommended model candidate."
+                );
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, b)| q.validation_ap > b.validation_ap)
+                {
+                    best = Some((body, q));
+                }
+            }
+            let (body, q) = best.ok_or_else(|| TrainError::Invalid("no candidate".into()))?;
+            let kept = body.params.kind();
+            (
+                body,
+                Some(q.train_ap),
+                Some(q.validation_ap),
+                Some(format!(
+                    "{scheme}; kept {} (higher validation AP than the other of trees and logistic)",
+                    kept
+                )),
+            )
         }
     };
     let model = Model::from_body(body.clone(), o.transactions.as_path())?;
