@@ -4,15 +4,27 @@
     scripts/check_dashboard.py --prometheus http://127.0.0.1:9090 \
         --dashboard grafana/dashboards/fraudstream.json [--wait-seconds 60]
 
+    scripts/check_dashboard.py --lint --dashboard grafana/dashboards/fraudstream.json
+
 Each panel target's expr has its Grafana variables substituted ($__rate_interval,
-$__interval -> 1m, $__range -> 5m, and the _s/_ms forms), then runs as an
-instant query on /api/v1/query. Prints one line per target:
+$__interval -> 1m, $__range -> 5m, and the _s/_ms forms; dashboard variables such as
+$job and $instance from --var NAME=VALUE), then runs as an instant query on
+/api/v1/query. Prints one line per target:
 
     ok|EMPTY|ERROR <panel title>: <expr> (<n> series)
 
 and exits 1 if any query errors or returns no series (2 on bad usage / unreadable
-dashboard). --wait-seconds N re-runs all queries until every one has data or N
-seconds pass (rate() needs two scrapes inside its window). Stdlib only.
+dashboard). A query comparing with the past (`offset 1w`) cannot have data on a
+Prometheus younger than that: it must run without error, and the same query with the
+offset shortened to 15s must return data. --wait-seconds N re-runs all queries until
+every one has data or N seconds pass (rate() needs two scrapes inside its window).
+
+--lint checks the structure instead (no Prometheus needed), for importing into any
+Grafana: `__inputs` names a Prometheus data source, `editable` is false, the
+templating has the variables datasource (type datasource), job and instance, every
+panel and target uses the data source `${datasource}`, every non-row panel has a unit,
+and every metric selector of every query filters on job=~"$job" and instance=~"$instance".
+Stdlib only.
 """
 import argparse
 import json
@@ -41,8 +53,56 @@ VAR_RE = re.compile(r"\$\{(" + _NAMES + r")\}|\[\[(" + _NAMES + r")\]\]|\$(" + _
 LEFTOVER_RE = re.compile(r"\$\{?[A-Za-z_][A-Za-z0-9_]*|\[\[[A-Za-z_]")
 
 
-def substitute(expr):
-    return VAR_RE.sub(lambda m: SUBSTITUTIONS[m.group(1) or m.group(2) or m.group(3)], expr)
+def substitute(expr, variables=None):
+    expr = VAR_RE.sub(lambda m: SUBSTITUTIONS[m.group(1) or m.group(2) or m.group(3)], expr)
+    for name, value in sorted((variables or {}).items(), key=lambda kv: -len(kv[0])):
+        expr = re.sub(r"\$\{" + re.escape(name) + r"\}|\[\[" + re.escape(name) + r"\]\]|\$"
+                      + re.escape(name) + r"(?![A-Za-z0-9_])", lambda _m: value, expr)
+    return expr
+
+
+OFFSET_RE = re.compile(r"offset\s+(\d+)(w|d)")
+SELECTOR_RE = re.compile(r"\b((?:fraud|process)_[a-z_]+|up)\b(\{[^}]*\})?")
+REQUIRED_MATCHERS = ('job=~"$job"', 'instance=~"$instance"')
+DS_UID = "${datasource}"
+
+
+def lint(dashboard):
+    """Problems with the dashboard's structure, as strings."""
+    problems = []
+    inputs = dashboard.get("__inputs") or []
+    if not any(i.get("type") == "datasource" and i.get("pluginId") == "prometheus" for i in inputs):
+        problems.append("__inputs: no Prometheus data source input")
+    if dashboard.get("editable") is not False:
+        problems.append(f"editable: expected false, got {dashboard.get('editable')!r}")
+    variables = {v.get("name"): v for v in (dashboard.get("templating") or {}).get("list", [])}
+    ds = variables.get("datasource")
+    if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
+        problems.append("templating: no variable 'datasource' of type datasource (prometheus)")
+    for name in ("job", "instance"):
+        v = variables.get(name)
+        if not v:
+            problems.append(f"templating: no variable {name!r}")
+        elif (v.get("datasource") or {}).get("uid") != DS_UID:
+            problems.append(f"templating: variable {name!r} does not query {DS_UID}")
+    for panel in iter_panels(dashboard.get("panels")):
+        title = panel.get("title") or f"panel {panel.get('id')}"
+        if panel.get("type") == "row":
+            continue
+        if (panel.get("datasource") or {}).get("uid") != DS_UID:
+            problems.append(f"{title}: panel datasource is {panel.get('datasource')!r}, not {DS_UID}")
+        if not ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("unit"):
+            problems.append(f"{title}: no unit (fieldConfig.defaults.unit)")
+        for t in panel.get("targets") or []:
+            if (t.get("datasource") or {}).get("uid") != DS_UID:
+                problems.append(f"{title} [{t.get('refId')}]: target datasource is not {DS_UID}")
+            expr = t.get("expr") or ""
+            for m in SELECTOR_RE.finditer(expr):
+                matchers = m.group(2) or ""
+                missing = [r for r in REQUIRED_MATCHERS if r not in matchers]
+                if missing:
+                    problems.append(f"{title} [{t.get('refId')}]: {m.group(0)} lacks {', '.join(missing)}")
+    return problems
 
 
 def iter_panels(panels):
@@ -109,18 +169,28 @@ def is_nan(sample):
         return False
 
 
-def run_checks(base, targets, timeout):
+def run_checks(base, targets, timeout, variables=None):
     rows = []
     for title, ref, raw, problem in targets:
-        expr = substitute(raw)
+        expr = substitute(raw, variables)
         if problem is None and LEFTOVER_RE.search(expr):
             problem = f"unresolved variable in {expr!r}"
         if problem:
             rows.append(("ERROR", title, ref, expr, problem))
             continue
         series, err = instant_query(base, expr, timeout)
+        past = OFFSET_RE.search(expr)
         if err:
             rows.append(("ERROR", title, ref, expr, err))
+        elif past and not series:
+            # No data that old yet: the same query a few seconds back must have some.
+            recent = OFFSET_RE.sub("offset 15s", expr)
+            series, err = instant_query(base, recent, timeout)
+            if err or not series:
+                rows.append(("EMPTY", title, ref, recent, err or "0 series with offset 15s"))
+            else:
+                rows.append(("ok", title, ref, expr,
+                             f"no data {past.group(0)} ago yet; {len(series)} series with offset 15s"))
         elif not series:
             rows.append(("EMPTY", title, ref, expr, "0 series"))
         else:
@@ -139,7 +209,18 @@ def main():
     ap.add_argument("--allow-empty", metavar="REGEX",
                     help="panels whose title matches may return no series (e.g. 'Errors|Dead letters')")
     ap.add_argument("--timeout", type=float, default=10, help="per-request timeout, seconds")
+    ap.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                    help="value of a dashboard variable, e.g. --var job=fraudstream (repeatable)")
+    ap.add_argument("--lint", action="store_true",
+                    help="check the dashboard's structure only (no Prometheus)")
     args = ap.parse_args()
+    variables = {}
+    for v in args.var:
+        name, sep, value = v.partition("=")
+        if not sep or not name:
+            print(f"--var {v!r}: expected NAME=VALUE", file=sys.stderr)
+            return 2
+        variables[name] = value
 
     try:
         with open(args.dashboard, encoding="utf-8") as f:
@@ -148,6 +229,16 @@ def main():
         print(f"cannot read dashboard {args.dashboard}: {e}", file=sys.stderr)
         return 2
     dashboard = dashboard.get("dashboard", dashboard)  # accept API export wrappers too
+    if args.lint:
+        problems = lint(dashboard)
+        for p in problems:
+            print(f"LINT {p}")
+        n = sum(1 for p in iter_panels(dashboard.get("panels")) if p.get("type") != "row")
+        if problems:
+            print(f"FAILED: {len(problems)} lint problems in {n} panels", file=sys.stderr)
+            return 1
+        print(f"lint: {n} panels ok (datasource variable, job/instance filters, units, __inputs, not editable)")
+        return 0
     targets = collect_targets(dashboard)
     if not targets:
         print(f"no panel targets found in {args.dashboard}", file=sys.stderr)
@@ -162,7 +253,7 @@ def main():
     attempt = 0
     while True:
         attempt += 1
-        rows = run_checks(args.prometheus, targets, args.timeout)
+        rows = run_checks(args.prometheus, targets, args.timeout, variables)
         bad = failing(rows)
         if not bad or time.monotonic() >= deadline:
             break

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Integration test: a real Prometheus (Debian package) scrapes a running fraudstream worker, and
-# every query of the Grafana dashboard (grafana/dashboards/fraudstream.json) returns data.
+# every query of the Grafana dashboard (grafana/dashboards/fraudstream.json) returns data, with
+# the dashboard variables set as Grafana would: $job = the scrape job, $instance = the worker's
+# target ($datasource is the panels' data source, the Prometheus queried). Before that, the
+# dashboard's structure is linted (check_dashboard.py --lint: data-source variable and __inputs,
+# job/instance filters in every query, a unit on every panel, not editable).
 #
 # Usage: scripts/test_dashboard.sh            (from any cwd)
 #
@@ -176,6 +180,9 @@ trap 'exit 143' TERM
 command -v curl >/dev/null || fail "curl not found"
 command -v python3 >/dev/null || fail "python3 not found"
 
+log "lint: check_dashboard.py --lint"
+python3 "$SCRIPT_DIR/check_dashboard.py" --lint --dashboard "$DASHBOARD" || fail "dashboard lint failed"
+
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/fraudstream-dashboard.XXXXXX")"
 PROM_DATA="$TMP/prometheus"
 CHECK_OUT="$TMP/check.out"
@@ -270,7 +277,9 @@ bash "$SCRIPT_DIR/prometheus.sh" start "$TMP/prometheus.yml" "$PROM_DATA" "$PROM
 log "check_dashboard.py --wait-seconds $WAIT_SECONDS"
 check_rc=0
 python3 "$SCRIPT_DIR/check_dashboard.py" --prometheus "http://127.0.0.1:$PROM_PORT" \
-    --dashboard "$DASHBOARD" --wait-seconds "$WAIT_SECONDS" >"$CHECK_OUT" || check_rc=$?
+    --dashboard "$DASHBOARD" --wait-seconds "$WAIT_SECONDS" \
+    --var job=fraudstream --var "instance=127.0.0.1:$METRICS_PORT" --var datasource=prometheus \
+    >"$CHECK_OUT" || check_rc=$?
 cat "$CHECK_OUT"
 if ((check_rc != 0)); then
     tail_log "$TMP/worker.log"

@@ -2,15 +2,75 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// fraudstream: a fraud-detection worker beside Apache Kafka, and its offline tools.
+///
+/// Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or arguments.
 #[derive(Debug, Parser)]
 #[command(name = "fraudstream", version, about)]
 pub struct Cli {
+    /// Log format on stderr: text, or json (one object per line, for log shippers).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FRAUD_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields (message included).
+    Json,
+}
+
+/// Exit code of invalid arguments or configuration.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// A command that cannot run as asked: the arguments or the configuration are wrong (exit 2),
+/// as opposed to a failure while running (exit 1). Return it through `anyhow`; `main` maps it.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A bad argument or combination of arguments, naming the flag and the value.
+    #[error("{0}")]
+    Usage(String),
+    /// An invalid configuration (every problem).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+impl CliError {
+    /// A usage error with this message.
+    pub fn usage(msg: impl Into<String>) -> CliError {
+        CliError::Usage(msg.into())
+    }
+}
+
+/// The exit code for an error of a command: [`EXIT_USAGE`] when a [`CliError`], a
+/// [`crate::config::ConfigError`] or a [`crate::produce::InputError`] (an input file named by
+/// a flag that cannot be read) is in its chain, else [`EXIT_FAILURE`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let usage = e.chain().any(|c| {
+        c.downcast_ref::<CliError>().is_some()
+            || c.downcast_ref::<crate::config::ConfigError>().is_some()
+            || c.downcast_ref::<crate::produce::InputError>().is_some()
+    });
+    if usage {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
 }
 
 /// `--config FILE`, layered on config/default.toml and under FRAUD__SECTION__KEY variables.
@@ -33,14 +93,14 @@ pub enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Accounts.
-        #[arg(long, default_value_t = 5000)]
+        /// Accounts (at least 1).
+        #[arg(long, default_value_t = 5000, value_parser = at_least_one)]
         accounts: usize,
-        /// Merchants.
-        #[arg(long, default_value_t = 500)]
+        /// Merchants (at least 1).
+        #[arg(long, default_value_t = 500, value_parser = at_least_one)]
         merchants: usize,
-        /// Days.
-        #[arg(long, default_value_t = 30)]
+        /// Days (at least 1).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
         /// RNG seed.
         #[arg(long, default_value_t = 42)]
@@ -78,6 +138,9 @@ pub enum Command {
         /// Model file.
         #[arg(long)]
         model: PathBuf,
+        /// Alert threshold in [0, 1], instead of model.threshold or the model's own.
+        #[arg(long, value_parser = parse_unit_interval)]
+        threshold: Option<f64>,
         /// Output CSV.
         #[arg(long)]
         out: PathBuf,
@@ -207,6 +270,23 @@ pub struct EvalArgs {
     pub report: Option<PathBuf>,
 }
 
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1, got 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
+}
+
+/// A number in [0, 1].
+pub fn parse_unit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("must be in [0, 1], got {v}")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
 /// Parses `7d`, `12h`, `30m`, `45s`, `1500ms` into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     let s = s.trim();
@@ -243,6 +323,22 @@ mod tests {
         assert_eq!(parse_duration_ms("90s"), Ok(90_000));
         assert!(parse_duration_ms("7").is_err());
         assert!(parse_duration_ms("7w").is_err());
+    }
+
+    #[test]
+    fn unit_interval() {
+        assert_eq!(parse_unit_interval("0.05"), Ok(0.05));
+        assert!(parse_unit_interval("2").is_err());
+        assert!(parse_unit_interval("x").is_err());
+    }
+
+    #[test]
+    fn usage_errors_map_to_2() {
+        let e = anyhow::Error::new(CliError::usage("--from: bad"));
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        let e = anyhow::Error::new(CliError::usage("x")).context("while doing y");
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert_eq!(exit_code(&anyhow::anyhow!("broker down")), EXIT_FAILURE);
     }
 
     #[test]

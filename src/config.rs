@@ -63,10 +63,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
         write!(
             f,
-            "invalid configuration ({} problems):",
-            self.problems.len()
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
             write!(f, "\n  - {p}")?;
@@ -329,6 +330,72 @@ pub struct Config {
     pub drain_timeout_ms: u64,
 }
 
+impl Config {
+    /// The effective configuration as TOML, with the keys of `default.toml`; secrets (the
+    /// librdkafka settings [`is_secret`] masks) print as `"***"`.
+    pub fn to_toml(&self) -> String {
+        use std::fmt::Write;
+        fn q(s: &str) -> String {
+            toml::Value::String(s.to_string()).to_string()
+        }
+        let k = &self.kafka;
+        let t = &self.topics;
+        let i = &self.input;
+        let st = &self.state;
+        let m = &self.model;
+        let mut o = String::new();
+        let _ = writeln!(o, "[kafka]");
+        let _ = writeln!(o, "bootstrap_servers = {}", q(&k.bootstrap_servers));
+        let _ = writeln!(o, "group_id = {}", q(&k.group_id));
+        let _ = writeln!(o, "session_timeout_ms = {}", k.session_timeout_ms);
+        let _ = writeln!(o, "statistics_interval_ms = {}", k.statistics_interval_ms);
+        let _ = writeln!(o, "auto_offset_reset = {}", q(&k.auto_offset_reset));
+        let _ = writeln!(o, "\n[kafka.librdkafka]");
+        for (name, v) in &k.librdkafka {
+            let shown = match v {
+                PassThrough::Plain(s) => q(s),
+                PassThrough::Secret(_) => q("***"),
+            };
+            let _ = writeln!(o, "{} = {shown}", q(name));
+        }
+        let _ = writeln!(o, "\n[topics]");
+        let _ = writeln!(o, "transactions = {}", q(&t.transactions));
+        let _ = writeln!(o, "alerts = {}", q(&t.alerts));
+        let _ = writeln!(o, "dead_letter = {}", q(&t.dead_letter));
+        let _ = writeln!(o, "labels = {}", q(&t.labels));
+        let _ = writeln!(o, "create = {}", t.create);
+        let _ = writeln!(o, "partitions = {}", t.partitions);
+        let _ = writeln!(o, "replication_factor = {}", t.replication_factor);
+        let _ = writeln!(o, "\n[input]");
+        let _ = writeln!(o, "max_message_bytes = {}", i.max_message_bytes);
+        let _ = writeln!(o, "max_amount = {}", toml::Value::Float(i.max_amount));
+        let _ = writeln!(o, "max_future_secs = {}", i.max_future_secs);
+        let _ = writeln!(o, "\n[state]");
+        let _ = writeln!(o, "max_accounts = {}", st.max_accounts);
+        let _ = writeln!(o, "max_merchants = {}", st.max_merchants);
+        let _ = writeln!(o, "idle_ttl_secs = {}", st.idle_ttl_secs);
+        let _ = writeln!(o, "allowed_lateness_secs = {}", st.allowed_lateness_secs);
+        let _ = writeln!(o, "warmup_secs = {}", st.warmup_secs);
+        let _ = writeln!(o, "\n[model]");
+        let _ = writeln!(o, "path = {}", q(&m.path.display().to_string()));
+        match m.threshold {
+            Some(th) => {
+                let _ = writeln!(o, "threshold = {}", toml::Value::Float(th));
+            }
+            None => {
+                let _ = writeln!(o, "# threshold: unset, the model file's own");
+            }
+        }
+        let _ = writeln!(o, "watch_interval_ms = {}", m.watch_interval_ms);
+        let _ = writeln!(o, "\n[metrics]");
+        let _ = writeln!(o, "listen = {}", q(&self.metrics_listen.to_string()));
+        let _ = writeln!(o, "stall_timeout_ms = {}", self.stall_timeout_ms);
+        let _ = writeln!(o, "\n[shutdown]");
+        let _ = writeln!(o, "drain_timeout_ms = {}", self.drain_timeout_ms);
+        o
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Str,
@@ -362,6 +429,8 @@ impl Kind {
 }
 
 /// Loads the default configuration, layered with `file` and the environment.
+///
+/// A relative `model.path` is resolved by where it was set (see [`resolve_model_path`]).
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
     if let Some(path) = file {
@@ -373,7 +442,83 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         fig = fig.merge(Toml::file(path));
     }
     fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__"));
-    from_figment(&fig)
+    let mut cfg = from_figment(&fig)?;
+    let origin = match fig.find_metadata("model.path") {
+        Some(m) => match &m.source {
+            Some(figment::Source::File(f)) => PathOrigin::File(f.clone()),
+            _ if m.name.contains("environment") => PathOrigin::Env,
+            _ => PathOrigin::Default,
+        },
+        None => PathOrigin::Default,
+    };
+    cfg.model.path = resolve_model_path(&cfg.model.path, &origin);
+    Ok(cfg)
+}
+
+/// Where a setting holding a path was set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathOrigin {
+    /// In a `--config` file.
+    File(PathBuf),
+    /// In a `FRAUD__…` environment variable.
+    Env,
+    /// The built-in default.
+    Default,
+}
+
+/// Resolves a relative `model.path`:
+/// - set in a `--config` file: against that file's folder (the file and the model travel together);
+/// - set by `FRAUD__MODEL__PATH`: against the working directory, as a shell would;
+/// - the built-in default (`models/default.json`): the working directory if the file is there,
+///   else `<executable's folder>/../share/fraudstream/` (an installed layout), else the source
+///   tree the binary was built from (`cargo run` or `target/*/fraudstream` from anywhere);
+///   when none has it, the path stays relative to the working directory and loading it fails
+///   with a message naming `model.path`.
+///
+/// Absolute paths are kept.
+pub fn resolve_model_path(path: &Path, origin: &PathOrigin) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    match origin {
+        PathOrigin::File(f) => {
+            let dir = f.parent().unwrap_or(Path::new(""));
+            let dir = std::fs::canonicalize(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .unwrap_or_else(|_| dir.to_path_buf());
+            dir.join(path)
+        }
+        PathOrigin::Env => path.to_path_buf(),
+        PathOrigin::Default => {
+            if path.exists() {
+                return path.to_path_buf();
+            }
+            let share = std::env::current_exe().ok().and_then(|e| {
+                e.parent()
+                    .map(|d| d.join("../share/fraudstream").join(path))
+            });
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+            share
+                .into_iter()
+                .chain(std::iter::once(repo))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| path.to_path_buf())
+        }
+    }
+}
+
+/// Loads the model file named by `model.path`, as `run` will: a missing or invalid file is a
+/// configuration problem naming the setting to change.
+pub fn check_model(cfg: &Config) -> Result<crate::model::Model, ConfigError> {
+    crate::model::Model::load(&cfg.model.path).map_err(|e| ConfigError {
+        problems: vec![format!(
+            "model.path: {e} (set model.path in the --config file, whose folder a relative path \
+             is resolved against, or FRAUD__MODEL__PATH)"
+        )],
+    })
 }
 
 /// Checks a merged figment into a [`Config`]; separate from [`load`] for tests.
@@ -387,21 +532,95 @@ pub fn from_figment(fig: &Figment) -> Result<Config, ConfigError> {
             problems: vec![format!("built-in default.toml: {e}")],
         })?;
     let mut problems = Vec::new();
-    let checked = check_tree(&merged, &defaults, "", &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigError { problems });
-    }
+    // Unknown keys and values of the wrong type are reported and replaced by their default, so
+    // the range and cross-field checks below still run: every problem shows in one round.
+    let checked = check_tree(&merged, &defaults, &defaults, "", &mut problems);
     let json = to_json(&Value::from(checked));
-    let raw: RawConfig = serde_json::from_value(json).map_err(|e| ConfigError {
-        problems: vec![e.to_string()],
+    let raw: RawConfig = serde_json::from_value(json).map_err(|e| {
+        problems.push(e.to_string());
+        ConfigError {
+            problems: problems.clone(),
+        }
     })?;
-    Config::try_from(raw)
+    match Config::try_from(raw) {
+        Ok(cfg) if problems.is_empty() => Ok(cfg),
+        Ok(_) => Err(ConfigError { problems }),
+        Err(e) => {
+            problems.extend(e.problems);
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Every known dotted key (tables included), from the defaults and the optional keys.
+fn known_keys(defaults: &Dict, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in defaults {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if let Value::Dict(_, sub) = v {
+            if path != LIBRDKAFKA_TABLE {
+                known_keys(sub, &path, out);
+            }
+        }
+        out.push(path);
+    }
+    if prefix.is_empty() {
+        out.extend(OPTIONAL_KEYS.iter().map(|(k, _)| k.to_string()));
+    }
+}
+
+/// The known key closest to an unknown `path`: a sibling within a small edit distance, or the
+/// same key name in another section (`topics.group_id` → `kafka.group_id`).
+fn suggestion(path: &str, defaults: &Dict) -> Option<String> {
+    let mut keys = Vec::new();
+    known_keys(defaults, "", &mut keys);
+    let (section, name) = path.rsplit_once('.').unwrap_or(("", path));
+    let parent = |k: &str| k.rsplit_once('.').map_or("", |(p, _)| p).to_string();
+    let limit = (name.chars().count() / 3).clamp(2, 3);
+    let siblings = keys
+        .iter()
+        .filter(|k| parent(k) == section)
+        .map(|k| (edit_distance(k, path), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone());
+    siblings.or_else(|| {
+        keys.iter()
+            .filter(|k| k.rsplit_once('.').map_or(k.as_str(), |(_, n)| n) == name)
+            .map(|k| k.to_string())
+            .next()
+    })
 }
 
 /// Walks the merged tree beside the defaults: reports unknown keys and wrong types, coerces
 /// scalars into strings where a string is expected (environment variables are typed by their
 /// look), and flattens the librdkafka table to dotted names.
-fn check_tree(merged: &Dict, defaults: &Dict, prefix: &str, problems: &mut Vec<String>) -> Dict {
+fn check_tree(
+    merged: &Dict,
+    defaults: &Dict,
+    root: &Dict,
+    prefix: &str,
+    problems: &mut Vec<String>,
+) -> Dict {
     let mut out = Dict::new();
     for (key, value) in merged {
         let path = if prefix.is_empty() {
@@ -423,7 +642,10 @@ fn check_tree(merged: &Dict, defaults: &Dict, prefix: &str, problems: &mut Vec<S
                 .map(|(_, kind)| *kind),
         };
         let Some(expected) = expected else {
-            problems.push(format!("{path}: unknown key"));
+            match suggestion(&path, root) {
+                Some(k) => problems.push(format!("{path}: unknown key; did you mean {k}?")),
+                None => problems.push(format!("{path}: unknown key")),
+            }
             continue;
         };
         let got = Kind::of(value);
@@ -434,7 +656,7 @@ fn check_tree(merged: &Dict, defaults: &Dict, prefix: &str, problems: &mut Vec<S
                     problems.push(format!("{path}: expected a table"));
                     continue;
                 };
-                let inner = check_tree(sub, dsub, &path, problems);
+                let inner = check_tree(sub, dsub, root, &path, problems);
                 out.insert(key.clone(), Value::from(inner));
             }
             (Kind::Str, Kind::Int | Kind::Float | Kind::Bool) => {
@@ -450,11 +672,17 @@ fn check_tree(merged: &Dict, defaults: &Dict, prefix: &str, problems: &mut Vec<S
             (e, g) if e == g => {
                 out.insert(key.clone(), value.clone());
             }
-            (e, _) => problems.push(format!(
-                "{path}: expected {}, got {}",
-                e.name(),
-                describe(value)
-            )),
+            (e, _) => {
+                problems.push(format!(
+                    "{path}: expected {}, got {}",
+                    e.name(),
+                    describe(value)
+                ));
+                // Go on with the default so that the other checks still run.
+                if let Some(d) = defaults.get(key) {
+                    out.insert(key.clone(), d.clone());
+                }
+            }
         }
     }
     out
@@ -544,6 +772,28 @@ fn to_json(v: &Value) -> serde_json::Value {
                 .collect::<serde_json::Map<_, _>>(),
         ),
     }
+}
+
+/// `host:port` to a socket address: an IP address as it is, a host name resolved (the first
+/// address, IPv4 preferred: `localhost:9898` → 127.0.0.1:9898).
+fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = listen.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !listen.contains(':') {
+        return Err("no port".into());
+    }
+    let addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| "the host name resolves to no address".into())
 }
 
 /// True when a pass-through setting must be masked: by name, anything under `sasl.` and any
@@ -719,11 +969,11 @@ impl TryFrom<RawConfig> for Config {
             }
         }
 
-        let metrics_listen = match raw.metrics.listen.parse::<SocketAddr>() {
+        let metrics_listen = match resolve_listen(&raw.metrics.listen) {
             Ok(a) => Some(a),
-            Err(_) => {
+            Err(why) => {
                 p.push(format!(
-                    "metrics.listen: expected host:port such as 127.0.0.1:9898, got {:?}",
+                    "metrics.listen: expected host:port such as 127.0.0.1:9898 or localhost:9898, got {:?} ({why})",
                     raw.metrics.listen
                 ));
                 None
@@ -851,13 +1101,7 @@ mod tests {
                 all.contains("state.max_accounts: expected an integer, got \"many\""),
                 "{all}"
             );
-            // Type errors are reported before range checks run; fix them and the rest shows.
-            jail.create_file(
-                "bad.toml",
-                "[topics]\nalerts = \"transactions\"\npartitions = 0\n[metrics]\nlisten = \"nowhere\"\n[shutdown]\ndrain_timeout_ms = 90000\n[kafka.librdkafka]\n\"group.id\" = \"x\"\n",
-            )?;
-            let e = load_in_jail(Some("bad.toml")).expect_err("invalid");
-            let all = e.to_string();
+            // The range and cross-field checks run in the same round as the type errors.
             assert!(
                 all.contains("topics.alerts: \"transactions\" is also topics.transactions"),
                 "{all}"
@@ -873,7 +1117,11 @@ mod tests {
                 all.contains("metrics.stall_timeout_ms (30000) must be above shutdown.drain_timeout_ms (90000)"),
                 "{all}"
             );
-            assert_eq!(e.problems.len(), 6, "{all}");
+            assert_eq!(e.problems.len(), 8, "{all}");
+            assert!(
+                all.starts_with("invalid configuration (8 problems):"),
+                "{all}"
+            );
             Ok(())
         });
     }
@@ -883,7 +1131,11 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("FRAUD__TOPICS__ALERT", "typo");
             let e = load_in_jail(None).expect_err("typo");
-            assert_eq!(e.problems, vec!["topics.alert: unknown key".to_string()]);
+            assert_eq!(
+                e.problems,
+                vec!["topics.alert: unknown key; did you mean topics.alerts?".to_string()]
+            );
+            assert!(e.to_string().contains("(1 problem):"), "{e}");
             Ok(())
         });
     }
@@ -993,5 +1245,126 @@ mod tests {
                 .contains("model.threshold: must be in [0, 1], got 2"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn misspelt_keys_get_a_suggestion() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[kafka]\nbootstrap_server = \"x:1\"\n[topics]\ngroup_id = \"g\"\n[modle]\npath = \"m\"\n[state]\nzzzzzz = 1\n",
+            )?;
+            let e = load_in_jail(Some("c.toml")).expect_err("typos");
+            let all = e.to_string();
+            assert!(
+                all.contains(
+                    "kafka.bootstrap_server: unknown key; did you mean kafka.bootstrap_servers?"
+                ),
+                "{all}"
+            );
+            assert!(
+                all.contains("topics.group_id: unknown key; did you mean kafka.group_id?"),
+                "{all}"
+            );
+            assert!(
+                all.contains("modle: unknown key; did you mean model?"),
+                "{all}"
+            );
+            assert!(
+                all.contains("state.zzzzzz: unknown key\n")
+                    || all.ends_with("state.zzzzzz: unknown key"),
+                "{all}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_listen_takes_a_host_name() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FRAUD__METRICS__LISTEN", "localhost:9898");
+            let c = load_in_jail(None).expect("localhost resolves");
+            assert_eq!(c.metrics_listen.port(), 9898);
+            assert!(c.metrics_listen.ip().is_loopback(), "{}", c.metrics_listen);
+            jail.set_env("FRAUD__METRICS__LISTEN", "localhost");
+            let e = load_in_jail(None).expect_err("no port");
+            assert!(e.to_string().contains("metrics.listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    /// check-config prints TOML with the file's key names and masked secrets, and that TOML
+    /// loads back into the same configuration.
+    #[test]
+    fn effective_config_prints_as_toml() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[kafka.librdkafka]\n\"sasl.password\" = \"hunter2\"\n\"linger.ms\" = 5\n[model]\nthreshold = 0.25\npath = \"/abs/m.json\"\n",
+            )?;
+            let c = load_in_jail(Some("c.toml")).expect("valid");
+            let text = c.to_toml();
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("\"sasl.password\" = \"***\""), "{text}");
+            assert!(
+                text.contains("\n[metrics]\nlisten = \"127.0.0.1:9898\""),
+                "{text}"
+            );
+            assert!(text.contains("drain_timeout_ms = 20000"), "{text}");
+            assert!(!text.contains("metrics_listen"), "{text}");
+            jail.create_file("back.toml", &text.replace("\"***\"", "\"hunter2\""))?;
+            let back = load_in_jail(Some("back.toml")).expect("the printed TOML loads");
+            assert_eq!(back.to_toml(), text);
+            assert_eq!(back.model.threshold, Some(0.25));
+            Ok(())
+        });
+    }
+
+    /// A relative model.path in a config file is relative to that file; from the environment,
+    /// to the working directory; the default is found from anywhere.
+    #[test]
+    fn model_path_is_resolved_by_origin() {
+        Jail::expect_with(|jail| {
+            std::fs::create_dir_all(jail.directory().join("conf")).map_err(|e| e.to_string())?;
+            jail.create_file("conf/c.toml", "[model]\npath = \"m/x.json\"\n")?;
+            let c = load_in_jail(Some("conf/c.toml")).expect("valid");
+            let dir = std::fs::canonicalize(jail.directory().join("conf")).expect("dir");
+            assert_eq!(c.model.path, dir.join("m/x.json"));
+            jail.set_env("FRAUD__MODEL__PATH", "rel/y.json");
+            let c = load_in_jail(Some("conf/c.toml")).expect("valid");
+            assert_eq!(c.model.path, PathBuf::from("rel/y.json"));
+            jail.clear_env();
+            // The jail's directory has no models/: the default resolves to the source tree's.
+            let c = load_in_jail(None).expect("valid");
+            assert!(c.model.path.is_absolute(), "{}", c.model.path.display());
+            assert!(c.model.path.exists(), "{}", c.model.path.display());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_model_names_the_setting() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FRAUD__MODEL__PATH", "nowhere/m.json");
+            let c = load_in_jail(None).expect("the config itself is valid");
+            let e = check_model(&c).expect_err("no model file");
+            let all = e.to_string();
+            assert!(all.contains("nowhere/m.json"), "{all}");
+            assert!(all.contains("model.path"), "{all}");
+            assert!(all.contains("FRAUD__MODEL__PATH"), "{all}");
+            jail.create_file("bad.json", "{\"not\": \"a model\"}")?;
+            jail.set_env("FRAUD__MODEL__PATH", "bad.json");
+            let c = load_in_jail(None).expect("valid");
+            assert!(check_model(&c).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("alerts", "alerts"), 0);
+        assert_eq!(edit_distance("alert", "alerts"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

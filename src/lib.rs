@@ -17,6 +17,7 @@
 //!   [`eval`]: scores against labels, the fraud team's way
 //! - [`generate`]: synthetic transactions with fraud patterns
 //! - [`metrics`]: every metric name; [`shutdown`]: signals → cancellation
+//! - [`progress`]: progress bars and periodic progress lines of the offline commands
 //! - [`cli`]: the command line
 
 pub mod cli;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
+pub mod progress;
 pub mod replay;
 pub mod shutdown;
 pub mod sink;

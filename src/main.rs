@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use fraudstream::cli::{Cli, Command, InputsArg, KindArg, TrainArgs};
+use fraudstream::cli::{self, Cli, CliError, Command, InputsArg, KindArg, LogFormat, TrainArgs};
 use fraudstream::config::{self, Config, ConfigError};
 use fraudstream::decode::parse_ts;
 use fraudstream::engine::Engine;
@@ -15,15 +15,36 @@ use fraudstream::train::{self, ModelKind};
 use fraudstream::{eval, generate, pipeline, produce, replay};
 use tokio_util::sync::CancellationToken;
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+/// The configuration, or the error that exits 2 (every problem listed).
+fn config_of(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(config::load(path).map_err(CliError::from)?)
+}
+
+/// An input file named by `flag` must open (checked before any work starts: exit 2).
+fn readable(flag: &'static str, path: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(path).map_err(|source| fraudstream::produce::InputError {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
@@ -51,12 +72,12 @@ fn chain(e: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
-            ExitCode::from(1)
+            ExitCode::from(cli::exit_code(&e))
         }
     }
 }
@@ -100,18 +121,24 @@ fn train_options(a: &TrainArgs) -> Result<train::TrainOptions, String> {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig(c) => {
-            let cfg = match load_config(c.config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            println!("configuration is valid:\n{cfg:#?}");
+            let cfg = config_of(c.config.as_deref())?;
+            let model = config::check_model(&cfg).map_err(CliError::from)?;
+            println!(
+                "# configuration is valid; model {} (version {}, threshold {})\n{}",
+                cfg.model.path.display(),
+                model.version(),
+                cfg.model
+                    .threshold
+                    .map_or_else(|| model.threshold().to_string(), |t| t.to_string()),
+                cfg.to_toml()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(c) => {
-            let cfg = match load_config(c.config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
+            let cfg = config_of(c.config.as_deref())?;
+            // A missing or invalid model file is a configuration error (exit 2), named by its
+            // setting; the pipeline loads it again.
+            config::check_model(&cfg).map_err(CliError::from)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 // `run` installs the signal handlers first thing.
@@ -128,7 +155,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             start,
         } => {
-            let start_ms = parse_ts(&start).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+            let start_ms =
+                parse_ts(&start).map_err(|e| CliError::usage(format!("--start: {e}")))?;
             let start = chrono::DateTime::from_timestamp_millis(start_ms)
                 .context("--start out of range")?;
             let opts = generate::GenerateOptions {
@@ -156,10 +184,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
             config,
         } => {
-            let cfg = match load_config(config.config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
+            let cfg = config_of(config.config.as_deref())?;
             let rt = tokio::runtime::Runtime::new()?;
             let s = rt.block_on(produce::produce(
                 &cfg,
@@ -178,16 +203,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             labels,
             label_delay,
             model,
+            threshold,
             out,
             config,
         } => {
-            let cfg = match load_config(config.config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            let m = Model::load(&model)?;
+            let cfg = config_of(config.config.as_deref())?;
+            readable("--transactions", &transactions)?;
+            if let Some(l) = &labels {
+                readable("--labels", l)?;
+            }
+            let m = Model::load(&model).map_err(|e| CliError::usage(format!("--model: {e}")))?;
             let version = m.version().to_string();
-            let engine = Engine::new(m, cfg.model.threshold, &cfg.state);
+            let engine = Engine::new(m, threshold.or(cfg.model.threshold), &cfg.state);
             let t = std::time::Instant::now();
             let s = replay::score_file(
                 &engine,
@@ -210,6 +237,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 s.transactions as f64 / secs.max(1e-9),
                 out.display()
             );
+            if s.transactions == 0 {
+                anyhow::bail!(
+                    "no valid transaction in {} ({} lines, {} bad): nothing scored",
+                    transactions.display(),
+                    s.lines,
+                    s.bad_lines
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(a) => {
@@ -218,12 +253,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(parse_ts)
                 .transpose()
-                .map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+                .map_err(|e| CliError::usage(format!("--from: {e}")))?;
             let to_ms =
                 a.to.as_deref()
                     .map(parse_ts)
                     .transpose()
-                    .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+                    .map_err(|e| CliError::usage(format!("--to: {e}")))?;
+            if let (Some(f), Some(t)) = (from_ms, to_ms) {
+                if f >= t {
+                    return Err(CliError::usage(format!(
+                        "--from {} must be before --to {}",
+                        a.from.as_deref().unwrap_or_default(),
+                        a.to.as_deref().unwrap_or_default()
+                    ))
+                    .into());
+                }
+            }
             let opts = eval::EvalOptions {
                 from_ms,
                 to_ms,

@@ -17,10 +17,18 @@
 //! | `fraud_window_entries` | gauge | |
 //! | `fraud_kafka_consumer_lag` | gauge | topic, partition |
 //! | `fraud_build_info` | gauge = 1 | version, model_version |
+//! | `fraud_labels_consumer_lag` | gauge | partition |
+//! | `fraud_assigned_partitions` | gauge | |
+//! | `fraud_rebalances_total` | counter | kind (assign, revoke) |
+//! | `fraud_model_threshold` | gauge | |
+//! | `fraud_model_alert_budget_ratio` | gauge | |
+//! | `fraud_model_last_reload_timestamp_seconds` | gauge | |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, `process_threads` | (from `/proc/self`, Linux) | |
 
+use prometheus::core::{Collector, Desc};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::decode::DecodeError;
@@ -53,6 +61,18 @@ pub const WINDOW_ENTRIES: &str = "fraud_window_entries";
 pub const CONSUMER_LAG: &str = "fraud_kafka_consumer_lag";
 /// Build and model version.
 pub const BUILD_INFO: &str = "fraud_build_info";
+/// Labels not yet read, by partition of the labels topic.
+pub const LABELS_LAG: &str = "fraud_labels_consumer_lag";
+/// Partitions of the transactions topic assigned to this worker.
+pub const ASSIGNED_PARTITIONS: &str = "fraud_assigned_partitions";
+/// Rebalances seen by this worker, by kind.
+pub const REBALANCES: &str = "fraud_rebalances_total";
+/// The alert threshold in use (the override, or the model's own).
+pub const MODEL_THRESHOLD: &str = "fraud_model_threshold";
+/// The alert rate the model's threshold was chosen for (its alert budget), 0-1.
+pub const MODEL_ALERT_BUDGET: &str = "fraud_model_alert_budget_ratio";
+/// When the model in use was loaded (start or reload), Unix seconds.
+pub const MODEL_LAST_RELOAD: &str = "fraud_model_last_reload_timestamp_seconds";
 
 /// Label names.
 pub const L_TOPIC: &str = "topic";
@@ -68,6 +88,13 @@ pub const L_REASON: &str = "reason";
 pub const L_DECISION: &str = "decision";
 /// Label names.
 pub const L_OUTCOME: &str = "outcome";
+/// Label names.
+pub const L_KIND: &str = "kind";
+
+/// Rebalance kind label values.
+pub const REBALANCE_ASSIGN: &str = "assign";
+/// Rebalance kind label values.
+pub const REBALANCE_REVOKE: &str = "revoke";
 
 /// Stage label values.
 pub const STAGE_RECEIVING: &str = "receiving";
@@ -122,12 +149,52 @@ pub struct Metrics {
     window_entries: IntGauge,
     consumer_lag: IntGaugeVec,
     build_info: IntGaugeVec,
+    labels_lag: IntGaugeVec,
+    assigned_partitions: IntGauge,
+    rebalances: IntCounterVec,
+    model_threshold: Gauge,
+    model_alert_budget: Gauge,
+    model_last_reload: Gauge,
 }
 
 fn buckets_seconds() -> Vec<f64> {
     vec![
         0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
         0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]
+}
+
+/// Event-time lag: 10 ms to 30 days. A live worker lags seconds; a day or more means a
+/// backlog or a replay of old data (whose lag lands in `+Inf`: watch consumer lag instead).
+fn event_lag_buckets() -> Vec<f64> {
+    vec![
+        0.01,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        30.0,
+        60.0,
+        300.0,
+        900.0,
+        3_600.0,
+        21_600.0,
+        86_400.0,
+        604_800.0,
+        2_592_000.0,
+    ]
+}
+
+/// Scores: log-spaced from 0.001 (supervised models put thresholds at 0.01-0.1) up to 0.5, then
+/// fine steps towards 1 (k-means thresholds sit at 0.99-0.9999).
+fn score_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.8,
+        0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999, 1.0,
     ]
 }
 
@@ -183,28 +250,11 @@ impl Metrics {
             .buckets(buckets_seconds()),
         )?;
         let event_lag = Histogram::with_opts(
-            HistogramOpts::new(EVENT_LAG, "Wall clock minus event time, seconds.").buckets(vec![
-                0.01,
-                0.05,
-                0.1,
-                0.5,
-                1.0,
-                5.0,
-                10.0,
-                30.0,
-                60.0,
-                300.0,
-                3600.0,
-                86400.0,
-                604800.0,
-                2_592_000.0,
-                31_536_000.0,
-            ]),
+            HistogramOpts::new(EVENT_LAG, "Wall clock minus event time, seconds.")
+                .buckets(event_lag_buckets()),
         )?;
         let score = Histogram::with_opts(
-            HistogramOpts::new(MODEL_SCORE, "Model scores (0 to 1).").buckets(vec![
-                0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0,
-            ]),
+            HistogramOpts::new(MODEL_SCORE, "Model scores (0 to 1).").buckets(score_buckets()),
         )?;
         let window_entries = IntGauge::new(WINDOW_ENTRIES, "Accounts plus merchants in state.")?;
         let consumer_lag = IntGaugeVec::new(
@@ -218,6 +268,46 @@ impl Metrics {
             Opts::new(BUILD_INFO, "Always 1: the build and the model in use."),
             &["version", "model_version"],
         )?;
+        let labels_lag = IntGaugeVec::new(
+            Opts::new(
+                LABELS_LAG,
+                "Labels not yet read by this worker, by labels partition (librdkafka statistics).",
+            ),
+            &[L_PARTITION],
+        )?;
+        registry.register(Box::new(labels_lag.clone()))?;
+        let assigned_partitions = IntGauge::new(
+            ASSIGNED_PARTITIONS,
+            "Partitions of the transactions topic assigned to this worker.",
+        )?;
+        let rebalances = IntCounterVec::new(
+            Opts::new(
+                REBALANCES,
+                "Consumer group rebalances seen by this worker (assign or revoke).",
+            ),
+            &[L_KIND],
+        )?;
+        let model_threshold = Gauge::new(
+            MODEL_THRESHOLD,
+            "Alert threshold in use: model.threshold, or the model's own.",
+        )?;
+        let model_alert_budget = Gauge::new(
+            MODEL_ALERT_BUDGET,
+            "Share of transactions the model's threshold was chosen to alert on (its alert budget).",
+        )?;
+        let model_last_reload = Gauge::new(
+            MODEL_LAST_RELOAD,
+            "Unix time the model in use was loaded (at start or by a reload).",
+        )?;
+        registry.register(Box::new(assigned_partitions.clone()))?;
+        registry.register(Box::new(rebalances.clone()))?;
+        registry.register(Box::new(model_threshold.clone()))?;
+        registry.register(Box::new(model_alert_budget.clone()))?;
+        registry.register(Box::new(model_last_reload.clone()))?;
+        registry.register(Box::new(ProcessCollector::new()?))?;
+        for k in [REBALANCE_ASSIGN, REBALANCE_REVOKE] {
+            rebalances.with_label_values(&[k]);
+        }
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(discarded.clone()))?;
@@ -268,6 +358,12 @@ impl Metrics {
             window_entries,
             consumer_lag,
             build_info,
+            labels_lag,
+            assigned_partitions,
+            rebalances,
+            model_threshold,
+            model_alert_budget,
+            model_last_reload,
         })
     }
 
@@ -326,12 +422,45 @@ impl Metrics {
             .set(lag);
     }
 
+    /// Labels not yet read on one partition of the labels topic.
+    pub fn set_labels_lag(&self, partition: i32, lag: i64) {
+        self.labels_lag
+            .with_label_values(&[&partition.to_string()])
+            .set(lag);
+    }
+
+    /// Removes the consumer lag of a partition this worker no longer holds, so that no frozen
+    /// value stays behind for a partition another worker now consumes.
+    pub fn remove_consumer_lag(&self, topic: &str, partition: i32) {
+        let _ = self
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
     /// Build and model version (the previous model's series is removed).
     pub fn set_build_info(&self, model_version: &str) {
         self.build_info.reset();
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), model_version])
             .set(1);
+    }
+
+    /// A model was loaded (at start or by a reload): its version, the threshold in use, the
+    /// alert rate its threshold was chosen for (None or 0 when the file does not say) and the
+    /// load time.
+    pub fn model_loaded(&self, model_version: &str, threshold: f64, alert_budget: Option<f64>) {
+        self.set_build_info(model_version);
+        self.model_threshold.set(threshold);
+        self.model_alert_budget.set(alert_budget.unwrap_or(0.0));
+        self.model_last_reload
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+
+    /// A rebalance assigned (`REBALANCE_ASSIGN`) or revoked (`REBALANCE_REVOKE`) partitions;
+    /// `assigned` is the number held afterwards.
+    pub fn rebalanced(&self, kind: &str, assigned: usize) {
+        self.rebalances.with_label_values(&[kind]).inc();
+        self.assigned_partitions.set(assigned as i64);
     }
 
     /// Prometheus text exposition.
@@ -342,6 +471,132 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Process CPU, memory and file descriptors read from `/proc/self` at each scrape (the
+/// Prometheus client's conventional `process_*` names). Reads nothing and reports nothing where
+/// `/proc` is missing.
+struct ProcessCollector {
+    descs: Vec<Desc>,
+    cpu: Counter,
+    rss: IntGauge,
+    vsize: IntGauge,
+    open_fds: IntGauge,
+    max_fds: IntGauge,
+    start_time: Gauge,
+    threads: IntGauge,
+}
+
+/// Clock ticks per second of `/proc` CPU times (USER_HZ, 100 on every Linux ABI).
+const CLOCK_TICKS: f64 = 100.0;
+
+impl ProcessCollector {
+    fn new() -> Result<ProcessCollector, prometheus::Error> {
+        let c = ProcessCollector {
+            descs: Vec::new(),
+            cpu: Counter::new(
+                "process_cpu_seconds_total",
+                "User and system CPU time of the process, seconds.",
+            )?,
+            rss: IntGauge::new("process_resident_memory_bytes", "Resident memory, bytes.")?,
+            vsize: IntGauge::new("process_virtual_memory_bytes", "Virtual memory, bytes.")?,
+            open_fds: IntGauge::new("process_open_fds", "Open file descriptors.")?,
+            max_fds: IntGauge::new("process_max_fds", "Limit of open file descriptors.")?,
+            start_time: Gauge::new(
+                "process_start_time_seconds",
+                "Start of the process, Unix seconds.",
+            )?,
+            threads: IntGauge::new("process_threads", "Threads of the process.")?,
+        };
+        let mut descs = Vec::new();
+        descs.extend(c.cpu.desc().into_iter().cloned());
+        descs.extend(c.rss.desc().into_iter().cloned());
+        descs.extend(c.vsize.desc().into_iter().cloned());
+        descs.extend(c.open_fds.desc().into_iter().cloned());
+        descs.extend(c.max_fds.desc().into_iter().cloned());
+        descs.extend(c.start_time.desc().into_iter().cloned());
+        descs.extend(c.threads.desc().into_iter().cloned());
+        Ok(ProcessCollector { descs, ..c })
+    }
+}
+
+/// What `/proc/self` says: (cpu seconds, vsize bytes, threads, start ticks after boot).
+fn proc_stat(stat: &str) -> Option<(f64, i64, i64, f64)> {
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // `rest` starts at field 3 (state): field n is f[n - 3].
+    let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    let cpu = (num(14)? + num(15)?) / CLOCK_TICKS;
+    Some((cpu, num(23)? as i64, num(20)? as i64, num(22)?))
+}
+
+/// A `Name:   value kB` line of `/proc/self/status`, in bytes.
+fn status_kb(status: &str, name: &str) -> Option<i64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    let kb: i64 = line[name.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+impl Collector for ProcessCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some((cpu, vsize, threads, start_ticks)) = proc_stat(&stat) {
+            let past = self.cpu.get();
+            if cpu > past {
+                self.cpu.inc_by(cpu - past);
+            }
+            self.vsize.set(vsize);
+            self.threads.set(threads);
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+            if let Some(boot) = boot {
+                self.start_time.set(boot + start_ticks / CLOCK_TICKS);
+            }
+            out.extend(self.cpu.collect());
+            out.extend(self.vsize.collect());
+            out.extend(self.threads.collect());
+            out.extend(self.start_time.collect());
+        }
+        if let Some(rss) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| status_kb(&s, "VmRSS:"))
+        {
+            self.rss.set(rss);
+            out.extend(self.rss.collect());
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+            out.extend(self.open_fds.collect());
+        }
+        let max = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_ascii_whitespace().nth(3)?.parse::<i64>().ok())
+            });
+        if let Some(max) = max {
+            self.max_fds.set(max);
+            out.extend(self.max_fds.collect());
+        }
+        out
     }
 }
 
@@ -359,6 +614,9 @@ mod tests {
         m.label("applied");
         m.processing.observe(0.001);
         m.inference.observe(0.0001);
+        m.model_loaded("v1", 0.05, Some(0.005));
+        m.rebalanced(REBALANCE_ASSIGN, 3);
+        m.set_labels_lag(0, 7);
         let text = m.render();
         for name in [
             MESSAGES_RECEIVED,
@@ -375,10 +633,91 @@ mod tests {
             WINDOW_ENTRIES,
             CONSUMER_LAG,
             BUILD_INFO,
+            LABELS_LAG,
+            ASSIGNED_PARTITIONS,
+            REBALANCES,
+            MODEL_THRESHOLD,
+            MODEL_ALERT_BUDGET,
+            MODEL_LAST_RELOAD,
         ] {
             assert!(text.contains(name), "{name} missing");
         }
+        assert!(text.contains("fraud_model_threshold 0.05"), "{text}");
+        assert!(
+            text.contains("fraud_model_alert_budget_ratio 0.005"),
+            "{text}"
+        );
+        assert!(text.contains("fraud_assigned_partitions 3"), "{text}");
+        assert!(
+            text.contains("fraud_rebalances_total{kind=\"assign\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fraud_rebalances_total{kind=\"revoke\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("fraud_messages_discarded_total{reason=\"not_json\"} 0"));
         assert!(text.contains("model_version=\"v1\""));
+    }
+
+    /// A revoked partition's lag series disappears.
+    #[test]
+    fn revoked_partition_lag_is_removed() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        m.set_consumer_lag("tx", 0, 96_942);
+        m.set_consumer_lag("tx", 1, 5);
+        m.remove_consumer_lag("tx", 0);
+        let text = m.render();
+        assert!(!text.contains("partition=\"0\""), "{text}");
+        assert!(
+            text.contains("fraud_kafka_consumer_lag{partition=\"1\",topic=\"tx\"} 5"),
+            "{text}"
+        );
+    }
+
+    /// The process metrics come from /proc/self: CPU time grows, memory and fds are positive.
+    #[test]
+    fn process_metrics_from_proc() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        let value = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing in {text}"))
+        };
+        let text = m.render();
+        assert!(value(&text, "process_resident_memory_bytes") > 1_000_000.0);
+        assert!(value(&text, "process_open_fds") >= 3.0);
+        assert!(value(&text, "process_max_fds") >= value(&text, "process_open_fds"));
+        let start = value(&text, "process_start_time_seconds");
+        let now = chrono::Utc::now().timestamp() as f64;
+        assert!(
+            start > now - 86_400.0 && start <= now + 1.0,
+            "{start} vs {now}"
+        );
+        // Burn CPU until the counter follows (the machine may be shared: wait on the
+        // condition, within 20 s, rather than on a fixed time).
+        let cpu0 = value(&text, "process_cpu_seconds_total");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut x = 0u64;
+        let mut cpu = cpu0;
+        while cpu < cpu0 + 0.1 && std::time::Instant::now() < deadline {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
+            cpu = value(&m.render(), "process_cpu_seconds_total");
+        }
+        std::hint::black_box(x);
+        assert!(cpu >= cpu0 + 0.1, "cpu {cpu0} -> {cpu}");
+    }
+
+    #[test]
+    fn proc_stat_parses_a_name_with_spaces() {
+        let line = "1234 (tokio rt) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 12345 1000000 2000 18446744073709551615";
+        let (cpu, vsize, threads, start) = proc_stat(line).expect("parses");
+        assert!((cpu - 3.0).abs() < 1e-9);
+        assert_eq!(vsize, 1_000_000);
+        assert_eq!(threads, 7);
+        assert_eq!(start, 12345.0);
     }
 }

@@ -1,16 +1,20 @@
 //! `fraudstream produce`: replays a file into Kafka, keyed by account_id, with a progress bar.
 //! Lines are sent as they are (bad ones too: the worker dead-letters them).
+//!
+//! The input files are checked (readable, lines counted for the bar's total) before anything
+//! touches the cluster, and only the topics written are created: transactions, and labels with
+//! `--labels`.
 
 use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::config::Config;
 use crate::kafka_client;
+use crate::progress::{count_lines, Progress};
 use crate::replay::open_lines;
 
 /// Counts of one produce run.
@@ -36,7 +40,7 @@ async fn send_file(
     topic: &str,
     path: &Path,
     rate: u64,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> anyhow::Result<u64> {
     let mut r = open_lines(path)?;
     let mut buf = Vec::new();
@@ -51,6 +55,7 @@ async fn send_file(
         }
         let line = buf.trim_ascii();
         if line.is_empty() {
+            bar.inc(1);
             continue;
         }
         let key = key_of_line(line);
@@ -114,27 +119,59 @@ fn check(
     }
 }
 
-/// Sends the transactions (and labels) files.
+/// An input file that cannot be read: an argument error (exit 2), found before the cluster is
+/// touched.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {path}: {source}")]
+pub struct InputError {
+    /// The flag naming the file.
+    pub flag: &'static str,
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why it cannot be read.
+    pub source: std::io::Error,
+}
+
+/// Reads `path` through (gzip included) and counts its lines.
+pub fn check_input(flag: &'static str, path: &Path) -> Result<u64, InputError> {
+    count_lines(path).map_err(|source| InputError {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Sends the transactions (and labels) files. Both files are read through first (a missing
+/// or unreadable file fails with [`InputError`] before any connection); then only the topics
+/// written are checked or created.
 pub async fn produce(
     cfg: &Config,
     transactions: &Path,
     labels: Option<&Path>,
     rate: u64,
 ) -> anyhow::Result<ProduceSummary> {
+    let tx_lines = check_input("--transactions", transactions)?;
+    let label_lines = labels
+        .map(|l| check_input("--labels", l))
+        .transpose()?
+        .unwrap_or(0);
     let c2 = cfg.clone();
-    tokio::task::spawn_blocking(move || crate::source::ensure_topics(&c2)).await??;
+    let with_labels = labels.is_some();
+    tokio::task::spawn_blocking(move || {
+        let mut wanted = vec![("topics.transactions", c2.topics.transactions.as_str())];
+        if with_labels {
+            wanted.push(("topics.labels", c2.topics.labels.as_str()));
+        }
+        crate::source::ensure_these_topics(&c2, &wanted)
+    })
+    .await??;
     let mut c = kafka_client::common(cfg, kafka_client::Role::Producer);
     c.set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("enable.idempotence", "true");
     let producer: FutureProducer = c.create()?;
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {pos} messages ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.set_message(format!("-> {}", cfg.topics.transactions));
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = Progress::new("produce", Some(tx_lines + label_lines), "lines");
+    bar.set_message(&format!("-> {}", cfg.topics.transactions));
     let mut s = ProduceSummary {
         transactions: send_file(
             &producer,
@@ -147,10 +184,10 @@ pub async fn produce(
         labels: 0,
     };
     if let Some(l) = labels {
-        bar.set_message(format!("-> {}", cfg.topics.labels));
+        bar.set_message(&format!("-> {}", cfg.topics.labels));
         s.labels = send_file(&producer, &cfg.topics.labels, l, 0, &bar).await?;
     }
     producer.flush(Timeout::After(Duration::from_secs(60)))?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(s)
 }

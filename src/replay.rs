@@ -12,6 +12,7 @@ use crate::config::{InputConfig, StateConfig};
 use crate::decode::{decode, decode_label, Label, Transaction};
 use crate::engine::{observe, Engine};
 use crate::features::FeatureVector;
+use crate::progress::Progress;
 use crate::state::State;
 
 /// A replay that could not run.
@@ -153,6 +154,9 @@ impl LabelFeed {
     }
 }
 
+/// Bad lines reported one by one on stderr; the rest are only counted.
+pub const MAX_PRINTED_BAD_LINES: u64 = 20;
+
 #[allow(clippy::too_many_arguments)]
 /// Replays `transactions` in file order, calling `each` for every valid transaction with its
 /// 1-based line. `stop_at_ms`: stop at the first transaction at or after it.
@@ -164,6 +168,37 @@ pub fn replay<F>(
     input: &InputConfig,
     stop_at_ms: Option<i64>,
     spec: &crate::features::FeatureSpec,
+    each: F,
+) -> Result<ReplaySummary, ReplayError>
+where
+    F: FnMut(&Transaction<'_>, bool, &FeatureVector) -> Result<(), ReplayError>,
+{
+    replay_with_progress(
+        transactions,
+        labels,
+        label_delay_ms,
+        state,
+        input,
+        stop_at_ms,
+        spec,
+        &Progress::hidden(),
+        each,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+/// [`replay`], advancing `progress` by one per line read. The first
+/// [`MAX_PRINTED_BAD_LINES`] bad lines are printed on stderr with their line number, then
+/// only how many more there were.
+pub fn replay_with_progress<F>(
+    transactions: &Path,
+    labels: Option<&Path>,
+    label_delay_ms: i64,
+    state: &State,
+    input: &InputConfig,
+    stop_at_ms: Option<i64>,
+    spec: &crate::features::FeatureSpec,
+    progress: &Progress,
     mut each: F,
 ) -> Result<ReplaySummary, ReplayError>
 where
@@ -187,6 +222,7 @@ where
             break;
         }
         s.lines += 1;
+        progress.inc(1);
         let line = trim_ascii(&buf);
         if line.is_empty() {
             continue;
@@ -195,14 +231,16 @@ where
             Ok(tx) => tx,
             Err(e) => {
                 s.bad_lines += 1;
-                let _ = writeln!(
-                    stderr.lock(),
-                    "{}:{}: {} ({})",
-                    transactions.display(),
-                    s.lines,
-                    e,
-                    e.reason()
-                );
+                if s.bad_lines <= MAX_PRINTED_BAD_LINES {
+                    let _ = writeln!(
+                        stderr.lock(),
+                        "{}:{}: {} ({})",
+                        transactions.display(),
+                        s.lines,
+                        e,
+                        e.reason()
+                    );
+                }
                 continue;
             }
         };
@@ -222,6 +260,16 @@ where
     }
     if let Some(f) = &feed {
         s.labels_unmatched = f.unmatched();
+    }
+    progress.finish();
+    if s.bad_lines > MAX_PRINTED_BAD_LINES {
+        let _ = writeln!(
+            stderr.lock(),
+            "{}: {} more bad lines not shown ({} in all)",
+            transactions.display(),
+            s.bad_lines - MAX_PRINTED_BAD_LINES,
+            s.bad_lines
+        );
     }
     Ok(s)
 }
@@ -255,7 +303,9 @@ pub fn score_file(
     let mut alerts = 0u64;
     let model = engine.model();
     let threshold = engine.threshold_for(&model);
-    let mut s = replay(
+    let total = crate::progress::count_lines(transactions).map_err(io_err(transactions))?;
+    let progress = Progress::new("score", Some(total), "lines");
+    let mut s = replay_with_progress(
         transactions,
         labels,
         label_delay_ms,
@@ -263,6 +313,7 @@ pub fn score_file(
         input,
         None,
         model.spec(),
+        &progress,
         |tx, _late, fv| {
             let score = model.score(fv);
             let alert = score >= threshold;

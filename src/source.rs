@@ -3,11 +3,11 @@
 //! and topic checks at start.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
@@ -18,7 +18,8 @@ use rdkafka::TopicPartitionList;
 use crate::config::Config;
 use crate::http::Health;
 use crate::kafka_client;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
+use crate::state::lock;
 
 /// A start-up failure of the source.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,93 @@ pub enum SourceError {
         /// The broker's words.
         detail: String,
     },
+    /// The brokers refused our credentials.
+    #[error("authentication failed at {bootstrap} for user {user:?} with SASL mechanism {mechanism}: {detail}; check kafka.librdkafka \"sasl.username\" and \"sasl.password\" (and the user's SCRAM/PLAIN credentials on the brokers)")]
+    Authentication {
+        /// Where.
+        bootstrap: String,
+        /// `sasl.username` (empty when unset).
+        user: String,
+        /// `sasl.mechanisms` (librdkafka's default GSSAPI when unset).
+        mechanism: String,
+        /// librdkafka's words.
+        detail: String,
+    },
+}
+
+/// True for librdkafka's authentication failures (SASL handshake or credentials refused).
+pub fn is_auth_error(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication)
+}
+
+/// The user and mechanism of the configuration, for messages: (`sasl.username`,
+/// `sasl.mechanisms` or `sasl.mechanism`, default GSSAPI as librdkafka's).
+pub fn sasl_identity(cfg: &Config) -> (String, String) {
+    let get = |k: &str| cfg.kafka.librdkafka.get(k).map(|v| v.expose().to_string());
+    let user = get("sasl.username").unwrap_or_default();
+    let mechanism = get("sasl.mechanisms")
+        .or_else(|| get("sasl.mechanism"))
+        .unwrap_or_else(|| "GSSAPI".to_string());
+    (user, mechanism)
+}
+
+/// An authentication failure of `cfg`'s credentials, with librdkafka's `detail`.
+pub fn authentication_error(cfg: &Config, detail: &str) -> SourceError {
+    let (user, mechanism) = sasl_identity(cfg);
+    SourceError::Authentication {
+        bootstrap: cfg.kafka.bootstrap_servers.clone(),
+        user,
+        mechanism,
+        detail: detail.to_string(),
+    }
+}
+
+/// Client callbacks of the short-lived clients (topic checks): remembers an authentication
+/// failure reported by librdkafka's error callback, which otherwise only shows as a metadata
+/// timeout ("BrokerTransportFailure").
+#[derive(Default)]
+pub struct AuthWatch {
+    failure: Mutex<Option<String>>,
+}
+
+impl AuthWatch {
+    /// librdkafka's words for the authentication failure, if one was reported.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+}
+
+/// The probe never produces: nothing is delivered.
+impl rdkafka::producer::ProducerContext for AuthWatch {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+/// True for a librdkafka log line reporting refused credentials or a failed SASL handshake.
+pub fn is_auth_log(message: &str) -> bool {
+    message.contains("SASL authentication error")
+        || message.contains("Authentication failed")
+        || message.contains("SASL handshake failed")
+}
+
+impl ClientContext for AuthWatch {
+    // librdkafka logs from its own threads: this sees the failure even when nobody polls the
+    // client's queue (the error callback needs a poll).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if is_auth_log(message) {
+            lock(&self.failure).get_or_insert_with(|| message.to_string());
+        } else if (level as i32) <= (rdkafka::config::RDKafkaLogLevel::Warning as i32) {
+            tracing::warn!(facility = fac, message, "librdkafka.");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_auth_error(&error) {
+            lock(&self.failure).get_or_insert_with(|| reason.to_string());
+        } else {
+            tracing::warn!(error = %error, reason, "Kafka client error.");
+        }
+    }
 }
 
 /// What the pipeline does when the group hands partitions over: called from librdkafka's
@@ -65,6 +153,8 @@ pub struct WorkerContext {
     metrics: Metrics,
     health: Health,
     listener: Arc<dyn RebalanceListener>,
+    /// `sasl.username` and mechanism, for the authentication failure message.
+    identity: (String, String),
 }
 
 impl WorkerContext {
@@ -78,7 +168,14 @@ impl WorkerContext {
             metrics,
             health,
             listener,
+            identity: (String::new(), "GSSAPI".to_string()),
         }
+    }
+
+    /// Names `cfg`'s SASL user and mechanism in authentication failure logs.
+    pub fn with_identity(mut self, cfg: &Config) -> WorkerContext {
+        self.identity = sasl_identity(cfg);
+        self
     }
 }
 
@@ -93,7 +190,10 @@ impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                // Statistics list every partition the client knows of; only those held have a
+                // meaningful lag (a revoked one's gauge was removed and stays removed).
+                let held = self.health.epoch(topic, *partition).is_some();
+                if *partition >= 0 && p.consumer_lag >= 0 && held {
                     self.metrics
                         .set_consumer_lag(topic, *partition, p.consumer_lag);
                 }
@@ -120,7 +220,12 @@ impl ClientContext for WorkerContext {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set_broker_down(true);
         }
-        tracing::warn!(error = %error, reason, "Kafka client error.");
+        if is_auth_error(&error) {
+            let (user, mechanism) = &self.identity;
+            tracing::error!(user = %user, mechanism = %mechanism, reason, "Kafka authentication failed.");
+        } else {
+            tracing::warn!(error = %error, reason, "Kafka client error.");
+        }
     }
 }
 
@@ -139,9 +244,16 @@ impl ConsumerContext for WorkerContext {
             Rebalance::Assign(tpl) => {
                 let added = partitions(tpl);
                 self.listener.assigned(&added);
+                self.metrics
+                    .rebalanced(metrics::REBALANCE_ASSIGN, self.health.assigned());
                 tracing::info!(partitions = ?added.iter().map(|p| p.1).collect::<Vec<_>>(), assigned = self.health.assigned(), "Partitions assigned.");
             }
             Rebalance::Revoke(tpl) => {
+                for e in tpl.elements() {
+                    self.metrics.remove_consumer_lag(e.topic(), e.partition());
+                }
+                self.metrics
+                    .rebalanced(metrics::REBALANCE_REVOKE, self.health.assigned());
                 tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), assigned = self.health.assigned(), "Partitions revoked.");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance failed."),
@@ -155,18 +267,62 @@ pub fn transactions_consumer(
     ctx: WorkerContext,
 ) -> Result<StreamConsumer<WorkerContext>, SourceError> {
     kafka_client::group_consumer(cfg)
-        .create_with_context(ctx)
+        .create_with_context(ctx.with_identity(cfg))
         .map_err(|source| SourceError::Kafka {
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             source,
         })
 }
 
+/// Callbacks of the labels consumer: its lag (labels not yet applied) from librdkafka
+/// statistics into `fraud_labels_consumer_lag`, and authentication failures named.
+pub struct LabelsContext {
+    metrics: Metrics,
+    identity: (String, String),
+}
+
+impl ClientContext for LabelsContext {
+    fn stats(&self, statistics: Statistics) {
+        for t in statistics.topics.values() {
+            for (partition, p) in &t.partitions {
+                // The labels consumer never commits: lag is the end of the partition minus the
+                // next offset the task reads.
+                if *partition >= 0 && p.app_offset >= 0 && p.ls_offset >= 0 {
+                    self.metrics
+                        .set_labels_lag(*partition, (p.ls_offset - p.app_offset).max(0));
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_auth_error(&error) {
+            let (user, mechanism) = &self.identity;
+            tracing::error!(user = %user, mechanism = %mechanism, reason, "Kafka authentication failed.");
+        } else {
+            tracing::warn!(error = %error, reason, "Kafka client error.");
+        }
+    }
+}
+
+impl ConsumerContext for LabelsContext {}
+
 /// The labels consumer: every worker reads every label (assign, no group membership), from the
 /// beginning, so each worker's state sees the frauds of its accounts whatever its partitions.
-pub fn labels_consumer(cfg: &Config) -> Result<StreamConsumer, SourceError> {
-    kafka_client::labels_consumer(cfg)
-        .create()
+pub fn labels_consumer(
+    cfg: &Config,
+    metrics: Metrics,
+) -> Result<StreamConsumer<LabelsContext>, SourceError> {
+    let ctx = LabelsContext {
+        metrics,
+        identity: sasl_identity(cfg),
+    };
+    let mut c = kafka_client::labels_consumer(cfg);
+    c.set(
+        "statistics.interval.ms",
+        cfg.kafka.statistics_interval_ms.to_string(),
+    );
+    c.create_with_context(ctx)
         .map_err(|source| SourceError::Kafka {
             bootstrap: cfg.kafka.bootstrap_servers.clone(),
             source,
@@ -179,29 +335,72 @@ pub fn min_insync_replicas(replication_factor: i32) -> Option<i32> {
     (replication_factor > 1).then(|| replication_factor.min(2))
 }
 
-/// Checks the four topics exist; creates the missing ones when `topics.create`.
-/// Blocking: call from `spawn_blocking`.
-pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
+/// Cluster metadata within 15 s, asked in 1 s steps by a probe whose librdkafka events (logs
+/// and errors) are polled in between, so that an authentication failure stops the wait with
+/// [`SourceError::Authentication`] instead of ending in a metadata timeout.
+fn fetch_metadata_watching(cfg: &Config) -> Result<rdkafka::metadata::Metadata, SourceError> {
+    use rdkafka::producer::{BaseProducer, Producer};
     let kafka = |source| SourceError::Kafka {
         bootstrap: cfg.kafka.bootstrap_servers.clone(),
         source,
     };
-    let admin: AdminClient<DefaultClientContext> =
-        kafka_client::admin(cfg).create().map_err(kafka)?;
-    let md = admin
-        .inner()
-        .fetch_metadata(None, Timeout::After(Duration::from_secs(15)))
+    let probe: BaseProducer<AuthWatch> = kafka_client::common(cfg, kafka_client::Role::Admin)
+        .create_with_context(AuthWatch::default())
         .map_err(kafka)?;
-    let existing: HashSet<&str> = md.topics().iter().map(|t| t.name()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = probe
+            .client()
+            .fetch_metadata(None, Timeout::After(Duration::from_secs(1)));
+        probe.poll(Duration::ZERO);
+        if let Some(detail) = probe.context().failure() {
+            return Err(authentication_error(cfg, &detail));
+        }
+        match r {
+            Ok(md) => return Ok(md),
+            Err(e) if std::time::Instant::now() >= deadline || !is_timeout(&e) => {
+                return Err(kafka(e))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn is_timeout(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::BrokerTransportFailure)
+    )
+}
+
+/// Checks the four topics exist; creates the missing ones when `topics.create`.
+/// Blocking: call from `spawn_blocking`.
+pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
     let wanted = [
-        ("topics.transactions", &cfg.topics.transactions),
-        ("topics.alerts", &cfg.topics.alerts),
-        ("topics.dead_letter", &cfg.topics.dead_letter),
-        ("topics.labels", &cfg.topics.labels),
+        ("topics.transactions", cfg.topics.transactions.as_str()),
+        ("topics.alerts", cfg.topics.alerts.as_str()),
+        ("topics.dead_letter", cfg.topics.dead_letter.as_str()),
+        ("topics.labels", cfg.topics.labels.as_str()),
     ];
-    let missing: Vec<(&'static str, &String)> = wanted
-        .into_iter()
-        .filter(|(_, t)| !existing.contains(t.as_str()))
+    ensure_these_topics(cfg, &wanted)
+}
+
+/// Checks the `wanted` topics (config key, name) exist; creates the missing ones when
+/// `topics.create`; returns those created. Blocking: call from `spawn_blocking`.
+pub fn ensure_these_topics(
+    cfg: &Config,
+    wanted: &[(&'static str, &str)],
+) -> Result<Vec<String>, SourceError> {
+    let kafka = |source| SourceError::Kafka {
+        bootstrap: cfg.kafka.bootstrap_servers.clone(),
+        source,
+    };
+    let md = fetch_metadata_watching(cfg)?;
+    let existing: HashSet<&str> = md.topics().iter().map(|t| t.name()).collect();
+    let missing: Vec<(&'static str, &str)> = wanted
+        .iter()
+        .copied()
+        .filter(|(_, t)| !existing.contains(t))
         .collect();
     if missing.is_empty() {
         return Ok(Vec::new());
@@ -209,10 +408,13 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
     if !cfg.topics.create {
         let (key, topic) = missing[0];
         return Err(SourceError::MissingTopic {
-            topic: topic.clone(),
+            topic: topic.to_string(),
             key,
         });
     }
+    let admin: AdminClient<AuthWatch> = kafka_client::admin(cfg)
+        .create_with_context(AuthWatch::default())
+        .map_err(kafka)?;
     let min_isr = min_insync_replicas(cfg.topics.replication_factor).map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = missing
         .iter()
@@ -249,10 +451,15 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
                 tracing::info!(topic = %t, "Topic created concurrently by another worker.");
             }
             Err((t, code)) => {
-                return Err(SourceError::CreateTopic {
-                    topic: t,
-                    detail: code.to_string(),
-                })
+                let detail = match code {
+                    RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed => format!(
+                        "{code}: user {:?} needs the Create ACL on the topic (or the cluster); or create the topics beforehand and set topics.create = false",
+                        sasl_identity(cfg).0
+                    ),
+                    _ => code.to_string(),
+                };
+                return Err(SourceError::CreateTopic { topic: t, detail });
             }
         }
     }
@@ -278,5 +485,40 @@ mod tests {
         assert_eq!(min_insync_replicas(2), Some(2));
         assert_eq!(min_insync_replicas(3), Some(2));
         assert_eq!(min_insync_replicas(5), Some(2));
+    }
+
+    /// librdkafka's authentication error becomes a message naming user and mechanism.
+    #[test]
+    fn authentication_failure_names_user_and_mechanism() {
+        let mut cfg = crate::config::load(None).expect("defaults");
+        for (k, v) in [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", "fraud"),
+        ] {
+            cfg.kafka
+                .librdkafka
+                .insert(k.into(), crate::config::PassThrough::Plain(v.into()));
+        }
+        let watch = AuthWatch::default();
+        watch.error(
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: Authentication failed: Invalid username or password",
+        );
+        watch.error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "disconnected",
+        );
+        let detail = watch.failure().expect("recorded");
+        assert!(is_auth_log("sasl_plaintext://127.0.0.1:19192/bootstrap: SASL authentication error: Authentication failed: Invalid username or password (after 303ms in state AUTH_REQ)"));
+        assert!(!is_auth_log(
+            "Connect to ipv4#127.0.0.1:9092 failed: Connection refused"
+        ));
+        let msg = authentication_error(&cfg, &detail).to_string();
+        assert!(msg.starts_with("authentication failed at 127.0.0.1:9092 for user \"fraud\" with SASL mechanism PLAIN: SASL authentication error"), "{msg}");
+        assert!(msg.contains("sasl.password"), "{msg}");
+        assert!(!is_auth_error(&KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
     }
 }

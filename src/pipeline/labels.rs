@@ -54,7 +54,7 @@ pub(super) async fn labels_task(
         "State warmed up: applying the labels topic."
     );
     loop {
-        let consumer = match assign(&cfg).await {
+        let consumer = match assign(&cfg, &metrics).await {
             Ok(c) => {
                 health.set_problem(WHO, None);
                 c
@@ -75,11 +75,14 @@ pub(super) async fn labels_task(
 }
 
 /// The labels consumer, assigned every partition of the labels topic from the beginning.
-async fn assign(cfg: &Arc<Config>) -> Result<StreamConsumer, String> {
-    let consumer = source::labels_consumer(cfg).map_err(|e| e.to_string())?;
+async fn assign(
+    cfg: &Arc<Config>,
+    metrics: &Metrics,
+) -> Result<StreamConsumer<source::LabelsContext>, String> {
+    let consumer = source::labels_consumer(cfg, metrics.clone()).map_err(|e| e.to_string())?;
     let c = cfg.clone();
     tokio::task::spawn_blocking(
-        move || -> Result<StreamConsumer, rdkafka::error::KafkaError> {
+        move || -> Result<StreamConsumer<source::LabelsContext>, rdkafka::error::KafkaError> {
             let md = consumer.fetch_metadata(Some(&c.topics.labels), Duration::from_secs(15))?;
             let mut tpl = TopicPartitionList::new();
             for t in md.topics() {
@@ -98,7 +101,7 @@ async fn assign(cfg: &Arc<Config>) -> Result<StreamConsumer, String> {
 
 async fn consume(
     cfg: &Config,
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<source::LabelsContext>,
     engine: &Engine,
     sink: &Sink,
     metrics: &Metrics,

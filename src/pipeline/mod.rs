@@ -110,8 +110,8 @@ pub async fn run(
         .await
         .map_err(|e| PipelineError::Join(e.to_string()))??;
     tracing::info!(path = %cfg.model.path.display(), version = model.version(), threshold = model.threshold(), "Model loaded.");
-    metrics.set_build_info(model.version());
     let engine = Arc::new(Engine::new(model, cfg.model.threshold, &cfg.state));
+    reload::publish_model(&metrics, &engine);
     health.set_model_loaded();
 
     let c2 = cfg.clone();
@@ -179,6 +179,12 @@ pub async fn run(
         tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await;
     match commit {
         Ok(Ok(())) => tracing::info!("Committed stored offsets."),
+        // Every stored offset was already auto-committed: nothing left, not a failure.
+        Ok(Err(e))
+            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) =>
+        {
+            tracing::info!("Nothing left to commit: stored offsets were already committed.")
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "Final commit failed (nothing new to commit, or not a member).")
         }

@@ -48,7 +48,7 @@ pub(super) async fn model_watcher(
             Ok(Ok(m)) => {
                 let new_version = m.version().to_string();
                 let old = engine.swap(m);
-                metrics.set_build_info(&new_version);
+                publish_model(&metrics, &engine);
                 tracing::info!(from = old.version(), to = %new_version, threshold = engine.threshold(), "Model swapped.");
             }
             Ok(Err(e)) => {
@@ -61,4 +61,16 @@ pub(super) async fn model_watcher(
             }
         }
     }
+}
+
+/// The model in use, as metrics: version, threshold in use, the alert budget the model file
+/// states (`trained.alert_rate`; none when absent or not positive) and the load time.
+pub(super) fn publish_model(metrics: &Metrics, engine: &Engine) {
+    let model = engine.current();
+    let budget = model.body().trained.alert_rate;
+    metrics.model_loaded(
+        model.version(),
+        f64::from(engine.threshold_for(&model)),
+        (budget.is_finite() && budget > 0.0).then_some(budget),
+    );
 }

@@ -24,7 +24,11 @@ fn alert_ids(msgs: &[Got]) -> Vec<String> {
 async fn worker_alerts_exactly_what_score_flags_on_one_partition() {
     let dir = generated("equal", 400, 21);
     let tx_path = dir.join("transactions.jsonl");
-    let cfg: Config = test_config("equal", 1);
+    let mut cfg: Config = test_config("equal", 1);
+    // Enough alerts on this small stream for the comparison to mean something (the default
+    // model alerts on about 0.5% of traffic like its training data): the same override on both
+    // sides.
+    cfg.model.threshold = Some(0.98);
 
     // Offline: the `score` code path.
     let model = Model::load(&cfg.model.path).expect("model");
@@ -301,6 +305,21 @@ async fn labels_topic_feeds_the_state() {
         .await
         .expect("join");
     assert_eq!(got[0].headers["fraud.source.topic"], cfg.topics.labels);
+    // Every label read: the labels lag (librdkafka statistics) says 0 for the one partition.
+    let url = format!("{}/metrics", w.metrics_url);
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let body = http_get(&url).await.map(|(_, b)| b).unwrap_or_default();
+        if body.contains("fraud_labels_consumer_lag{partition=\"0\"} 0\n") {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        caught_up,
+        "labels lag reported and 0 once every label was read"
+    );
     w.stop().await;
 }
 
@@ -401,4 +420,73 @@ async fn model_hot_swap_drops_nothing_and_scores_nothing_twice() {
         1.0
     );
     w.stop().await;
+}
+
+/// The `fraud_kafka_consumer_lag` series of this worker, as (partition, lag).
+async fn lag_series(w: &Worker) -> Vec<(String, f64)> {
+    let (_, body) = http_get(&format!("{}/metrics", w.metrics_url))
+        .await
+        .unwrap_or((0, String::new()));
+    body.lines()
+        .filter(|l| l.starts_with("fraud_kafka_consumer_lag{"))
+        .filter_map(|l| {
+            let p = l
+                .split("partition=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .to_string();
+            Some((p, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Incident (issue 9): the lag gauges of a partition that moved to another worker stayed
+/// frozen forever. After a rebalance each worker exports lag only for the partitions it holds,
+/// counts the rebalance and its assigned partitions, and publishes the model's threshold and
+/// alert budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_partition_leaves_no_lag_behind() {
+    let cfg1 = zero_threshold(test_config("movedlag", 4));
+    let mut cfg2 = cfg1.clone();
+    cfg2.metrics_listen = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    create_topics(&cfg1).await;
+    let w1 = Worker::start(&cfg1);
+    w1.ready(Duration::from_secs(60)).await;
+    produce_lines(&cfg1.topics.transactions, &numbered("m", 200)).await;
+    wait_metric(&w1, "fraud_assigned_partitions", 4.0).await;
+    // Lag of all four partitions once offsets are committed and statistics come (1 s).
+    for _ in 0..300 {
+        if lag_series(&w1).await.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lag_series(&w1).await.len(), 4);
+    assert_eq!(w1.metric("fraud_model_threshold").await, 0.0);
+    assert_eq!(w1.metric("fraud_model_alert_budget_ratio").await, 0.005);
+    assert!(w1.metric("fraud_model_last_reload_timestamp_seconds").await > 1.7e9);
+    assert!(w1.metric("process_resident_memory_bytes").await > 1e6);
+
+    let w2 = Worker::start(&cfg2);
+    w2.ready(Duration::from_secs(60)).await;
+    wait_metric(&w1, "fraud_rebalances_total{kind=\"revoke\"}", 1.0).await;
+    let mut held = 0.0;
+    for _ in 0..300 {
+        held = w1.metric("fraud_assigned_partitions").await;
+        let w2_held = w2.metric("fraud_assigned_partitions").await;
+        if held < 4.0 && held + w2_held == 4.0 && lag_series(&w1).await.len() as f64 == held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held < 4.0, "w1 gave partitions away");
+    let series = lag_series(&w1).await;
+    assert_eq!(
+        series.len() as f64,
+        held,
+        "w1 exports lag only for the {held} partitions it holds: {series:?}"
+    );
+    w2.stop().await;
+    w1.stop().await;
 }
