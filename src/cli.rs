@@ -183,7 +183,7 @@ pub struct TrainArgs {
 /// `fraudstream eval` arguments.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Scores CSV written by `score` (tx_id,score,alert,ts,account_id).
+    /// Scores CSV written by `score` (tx_id,score,alert,ts,account_id[,amount]).
     #[arg(long)]
     pub scores: PathBuf,
     /// Labels file (the truth).
@@ -202,9 +202,13 @@ pub struct EvalArgs {
     /// k of card precision@k.
     #[arg(long, default_value_t = 100)]
     pub k: usize,
-    /// Folder for report.html and metrics.json.
+    /// Folder for report.html and metrics.json (created if missing; existing files replaced).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// The model file that wrote the scores: its threshold, version and training range (a window
+    /// overlapping the training range gives a warning).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// Parses `7d`, `12h`, `30m`, `45s`, `1500ms` into milliseconds.

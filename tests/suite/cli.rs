@@ -75,7 +75,10 @@ fn score_fixture_writes_a_row_per_valid_transaction() {
         .count();
     assert!(bad >= 3, "the fixture has bad lines: {err}");
     let csv = std::fs::read_to_string(&out_csv).expect("csv");
-    assert_eq!(csv.lines().next(), Some("tx_id,score,alert,ts,account_id"));
+    assert_eq!(
+        csv.lines().next(),
+        Some("tx_id,score,alert,ts,account_id,amount")
+    );
     assert_eq!(csv.lines().count() - 1, total - bad);
     for row in csv.lines().skip(1) {
         let cols: Vec<&str> = row.split(',').collect();
