@@ -183,7 +183,7 @@ pub struct TrainArgs {
 /// `fraudstream eval` arguments.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Scores CSV written by `score` (tx_id,score,alert,ts,account_id[,amount]).
+    /// Scores CSV written by `score` (tx_id,score,alert,ts,account_id, and amount when present).
     #[arg(long)]
     pub scores: PathBuf,
     /// Labels file (the truth).

@@ -18,7 +18,7 @@
 //!   fraudulent transaction that day) among the top k is taken; the result is
 //!   the mean over the days that have transactions.
 //!
-//! Inputs ([`input`]): a scores CSV (header `tx_id,score,alert,ts,account_id`,
+//! Inputs (`input`): a scores CSV (header `tx_id,score,alert,ts,account_id`,
 //! optionally `amount`, in any column order, RFC 4180 quoting, read with the `csv`
 //! crate) and a labels file read by the worker's own decoder (`.jsonl` or
 //! `.jsonl.gz`, [`crate::decode::Label`]). A scored transaction without a fraud
@@ -26,8 +26,9 @@
 //! several fraud labels, the earliest `reported_at` counts. The optional model
 //! file (`--model`) gives the threshold, the version and the training range.
 //!
-//! Measures are in [`measures`], the `--report` files in [`report`].
+//! Measures are in `measures`, the `--report` files in `report` (page) and `charts` (SVG).
 
+mod charts;
 mod input;
 mod measures;
 mod report;
