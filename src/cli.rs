@@ -64,7 +64,7 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Score a file through the worker's code path; writes tx_id,score,alert,ts,account_id.
+    /// Score a file through the worker's code path; writes tx_id,score,alert,ts,account_id,amount.
     Score {
         /// Transactions, .jsonl or .jsonl.gz, in time order.
         #[arg(long)]
