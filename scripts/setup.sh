@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what fraudstream needs on a fresh Debian machine, and nothing that is already there:
 # Java 17 and Maven (for the local Kafka), a C toolchain and headers for the bundled librdkafka,
-# python3, Debian's Prometheus (for the dashboard test), and rustfmt/clippy through rustup.
+# python3, Debian's Prometheus (for the dashboard test), Debian's Chromium (the eval report test,
+# scripts/test_report.sh), and rustfmt/clippy through rustup.
 # Rust itself (1.86 or newer) comes from rustup: Debian's rustc is too old for the dependencies.
 # Idempotent; run as root or with sudo available.
 set -euo pipefail
@@ -29,6 +30,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || need+=(zlib1g-dev)
+command -v chromium >/dev/null || need+=(chromium)
 if [[ ${#need[@]} -gt 0 ]]; then
     echo "setup: installing ${need[*]}"
     apt_install "${need[@]}"

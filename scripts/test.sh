@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set-up, formatting and lints, the Prometheus alerting rules (promtool), the
-# local Kafka, every unit and integration test against the real broker, the Grafana dashboard
-# against a real Prometheus, and the docs.
+# local Kafka, every unit and integration test against the real broker, the eval report in
+# headless Chromium, the Grafana dashboard against a real Prometheus, and the docs.
 #   bash scripts/test.sh
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +21,8 @@ echo "== kafka"
 bash scripts/kafka.sh start
 echo "== cargo test (unit + integration against the real broker)"
 cargo test --locked
+echo "== eval report: headless Chromium"
+FRAUDSTREAM_BIN="$ROOT/target/debug/fraudstream" bash scripts/test_report.sh
 echo "== rustdoc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --locked --quiet
 echo "== dashboard: real Prometheus scraping a real worker"

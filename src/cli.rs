@@ -124,7 +124,7 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Score a file through the worker's code path; writes tx_id,score,alert,ts,account_id.
+    /// Score a file through the worker's code path; writes tx_id,score,alert,ts,account_id,amount.
     Score {
         /// Transactions, .jsonl or .jsonl.gz, in time order.
         #[arg(long)]
@@ -246,7 +246,7 @@ pub struct TrainArgs {
 /// `fraudstream eval` arguments.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Scores CSV written by `score` (tx_id,score,alert,ts,account_id).
+    /// Scores CSV written by `score` (tx_id,score,alert,ts,account_id, and amount when present).
     #[arg(long)]
     pub scores: PathBuf,
     /// Labels file (the truth).
@@ -265,9 +265,13 @@ pub struct EvalArgs {
     /// k of card precision@k.
     #[arg(long, default_value_t = 100)]
     pub k: usize,
-    /// Folder for report.html and metrics.json.
+    /// Folder for report.html and metrics.json (created if missing; existing files replaced).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// The model file that wrote the scores: its threshold, version and training range (a window
+    /// overlapping the training range gives a warning).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {

@@ -14,7 +14,8 @@
 //!   [`http`]: `/metrics`, `/healthz`, `/readyz` and the health they report
 //! - [`replay`]: `score` and `train` over files; [`train`]: the training split and report;
 //!   [`produce`]: file → Kafka;
-//!   [`eval`]: scores against labels, the fraud team's way
+//!   [`eval`]: scores against labels, the fraud team's way; [`ranking`]: ROC AUC, average
+//!   precision, precision/recall at a threshold (shared by training and `eval`)
 //! - [`generate`]: synthetic transactions with fraud patterns
 //! - [`metrics`]: every metric name; [`shutdown`]: signals → cancellation
 //! - [`progress`]: progress bars and periodic progress lines of the offline commands
@@ -35,6 +36,7 @@ pub mod model;
 pub mod pipeline;
 pub mod produce;
 pub mod progress;
+pub mod ranking;
 pub mod replay;
 pub mod shutdown;
 pub mod sink;

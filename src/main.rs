@@ -269,13 +269,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .into());
                 }
             }
+            let model = a
+                .model
+                .as_deref()
+                .map(eval::ModelInfo::load)
+                .transpose()
+                .context("--model")?;
             let opts = eval::EvalOptions {
                 from_ms,
                 to_ms,
                 label_delay_ms: a.label_delay,
                 k: a.k,
+                model,
             };
             let r = eval::evaluate(&a.scores, &a.labels, &opts, a.report.as_deref())?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("{}", r.to_text());
             if let Some(d) = &a.report {
                 println!("report: {}", d.join("report.html").display());

@@ -286,8 +286,9 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[start..end.max(start)]
 }
 
-/// `fraudstream score`: writes `tx_id,score,alert,ts,account_id` for every valid transaction
-/// (the last two let `eval` compute per-day, per-account measures).
+/// `fraudstream score`: writes `tx_id,score,alert,ts,account_id,amount` for every valid
+/// transaction (ts and account_id let `eval` compute per-day, per-account measures; amount the
+/// fraud amount caught and missed).
 pub fn score_file(
     engine: &Engine,
     transactions: &Path,
@@ -299,7 +300,7 @@ pub fn score_file(
     use crate::model::Predict;
     let f = File::create(out).map_err(io_err(out))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
-    writeln!(w, "tx_id,score,alert,ts,account_id").map_err(io_err(out))?;
+    writeln!(w, "tx_id,score,alert,ts,account_id,amount").map_err(io_err(out))?;
     let mut alerts = 0u64;
     let model = engine.model();
     let threshold = engine.threshold_for(&model);
@@ -320,12 +321,13 @@ pub fn score_file(
             alerts += u64::from(alert);
             writeln!(
                 w,
-                "{},{:.6},{},{},{}",
+                "{},{:.6},{},{},{},{}",
                 csv_field(&tx.tx_id),
                 score,
                 u8::from(alert),
                 crate::decode::format_ts(tx.ts),
-                csv_field(&tx.account_id)
+                csv_field(&tx.account_id),
+                tx.amount
             )
             .map_err(io_err(out))
         },

@@ -217,29 +217,7 @@ pub enum ThresholdTarget {
 
 /// Average precision (sklearn's definition, ties grouped).
 pub fn average_precision(scores: &[f32], y: &[bool]) -> f64 {
-    let pos = y.iter().filter(|v| **v).count();
-    if pos == 0 {
-        return f64::NAN;
-    }
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    let (mut tp, mut fp, mut ap, mut prev_recall) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let mut i = 0;
-    while i < idx.len() {
-        let s = scores[idx[i]];
-        while i < idx.len() && scores[idx[i]] == s {
-            if y[idx[i]] {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-            i += 1;
-        }
-        let recall = tp / pos as f64;
-        ap += (recall - prev_recall) * tp / (tp + fp);
-        prev_recall = recall;
-    }
-    ap
+    crate::ranking::average_precision(scores, y)
 }
 
 struct Data {

@@ -75,7 +75,10 @@ fn score_fixture_writes_a_row_per_valid_transaction() {
         .count();
     assert!(bad >= 3, "the fixture has bad lines: {err}");
     let csv = std::fs::read_to_string(&out_csv).expect("csv");
-    assert_eq!(csv.lines().next(), Some("tx_id,score,alert,ts,account_id"));
+    assert_eq!(
+        csv.lines().next(),
+        Some("tx_id,score,alert,ts,account_id,amount")
+    );
     assert_eq!(csv.lines().count() - 1, total - bad);
     for row in csv.lines().skip(1) {
         let cols: Vec<&str> = row.split(',').collect();
@@ -157,33 +160,52 @@ fn eval_writes_measures_and_report() {
         .output()
         .expect("runs");
     assert!(ok.status.success());
-    let out = bin()
-        .args(["eval", "--scores"])
-        .arg(&csv)
-        .args([
-            "--labels",
-            "fixtures/labels.jsonl",
-            "--from",
-            "2018-04-10",
-            "--report",
-        ])
-        .arg(dir.join("rep"))
-        .output()
-        .expect("runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("ROC AUC"), "{text}");
-    assert!(text.contains("card precision@100"), "{text}");
+    // Twice into the same directory: the second run replaces the files.
+    for _ in 0..2 {
+        let out = bin()
+            .args(["eval", "--scores"])
+            .arg(&csv)
+            .args([
+                "--labels",
+                "fixtures/labels.jsonl",
+                "--from",
+                "2018-04-10",
+                "--model",
+                "models/default.json",
+                "--report",
+            ])
+            .arg(dir.join("rep"))
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}{err}");
+        assert!(text.contains("ROC AUC"), "{text}");
+        assert!(text.contains("card precision@100"), "{text}");
+        assert!(text.contains("threshold"), "{text}");
+        // The committed model was trained on the fixture's period.
+        assert!(
+            err.contains("warning:") && err.contains("training range"),
+            "{err}"
+        );
+    }
     let html = std::fs::read_to_string(dir.join("rep/report.html")).expect("report");
     assert!(html.contains("<svg"));
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("rep/metrics.json")).expect("json"))
             .expect("metrics.json");
     assert!(m["transactions"].as_u64().unwrap_or(0) > 0);
+    let model =
+        fraudstream::model::Model::load(&root().join("models/default.json")).expect("model");
+    assert_eq!(m["model_version"], model.version());
+    assert!(m["threshold"].as_f64().is_some());
+    let c = &m["counts"];
+    let sum: u64 = ["tp", "fp", "fn", "tn"]
+        .iter()
+        .map(|k| c[k].as_u64().expect("count"))
+        .sum();
+    assert_eq!(Some(sum), m["transactions"].as_u64());
+    assert_eq!(m["window"]["from"], "2018-04-10T00:00:00Z");
 }
 
 /// SIGHUP reloads the model file in the real binary.
