@@ -6,11 +6,24 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 
 use crate::config::StateConfig;
-use crate::decide::Decision;
 use crate::decode::{Label, Transaction};
 use crate::features::{self, FeatureSpec, FeatureVector, MAX_DIM};
 use crate::model::{Model, Predict};
+use crate::reasons::{self, Reason};
 use crate::state::{country_code, key_of, lock, LabelOutcome, State};
+
+/// The verdict on one transaction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Features the model saw.
+    pub features: FeatureVector,
+    /// Score in [0, 1].
+    pub score: f32,
+    /// score >= threshold.
+    pub alert: bool,
+    /// Beyond the allowed lateness (scored, not applied to state).
+    pub late: bool,
+}
 
 /// What observing one transaction found.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,28 +148,16 @@ impl Engine {
         self.state.apply_label(label)
     }
 
-    /// Words for the features that pushed this decision's score up most, per `model`.
-    pub fn reasons(&self, model: &Model, d: &Decision, k: usize) -> Vec<String> {
-        model
-            .explain(&d.features, k)
-            .into_iter()
-            .map(|(i, _)| {
-                if i < features::N_FEATURES {
-                    format!(
-                        "{} (typical {})",
-                        features::describe(i, d.features[i]),
-                        features::format_value(i, model.typical(i))
-                    )
-                } else {
-                    format!(
-                        "{} = {:.3} (typical {:.3})",
-                        model.input_name(i),
-                        d.features[i],
-                        model.typical(i)
-                    )
-                }
-            })
-            .collect()
+    /// The reasons of this decision: the inputs that pushed `model`'s score up most, on the
+    /// suspicious side of typical, in words and structured ([`crate::reasons`]).
+    pub fn reasons(
+        &self,
+        model: &Model,
+        tx: &Transaction<'_>,
+        d: &Decision,
+        k: usize,
+    ) -> Vec<Reason> {
+        reasons::reasons(model, tx, &d.features, k)
     }
 }
 
@@ -182,6 +183,46 @@ mod tests {
             lon: None,
             attributes: None,
         }
+    }
+
+    /// An amount far below the account's usual is not a fraud reason (the unsupervised default
+    /// model finds it unusual; the reasons keep only the suspicious side).
+    #[test]
+    fn an_amount_far_below_the_usual_is_not_listed() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.json");
+        let model = Model::load(&path).expect("models/default.json loads");
+        let e = Engine::new(model, None, &StateConfig::default());
+        let t0 = 1_525_132_800;
+        for i in 0..120i64 {
+            let amount = 300.0 + ((i * 37) % 21) as f64;
+            e.process(&tx(
+                format!("u{i}"),
+                t0 + i * 43_200,
+                &format!("m{}", i % 5),
+                amount,
+            ));
+        }
+        let small = tx("small".into(), t0 + 120 * 43_200, "m2", 0.3);
+        let d = e.process(&small);
+        let m = e.model();
+        let all = m.explain(&d.features, m.dim());
+        let amount_inputs = [
+            "amount",
+            "acct_amount_ratio_7d",
+            "acct_amount_ratio_30d",
+            "acct_amount_zscore_30d",
+        ];
+        assert!(
+            all.iter()
+                .any(|(i, _)| amount_inputs.contains(&m.input_name(*i))),
+            "the model credits the small amount: {all:?}"
+        );
+        let r = e.reasons(&m, &small, &d, 50);
+        assert!(
+            r.iter()
+                .all(|r| !amount_inputs.contains(&r.feature.as_str())),
+            "{r:#?}"
+        );
     }
 
     /// The shipped default model ranks a transaction of 10x the account's usual amount above

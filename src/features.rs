@@ -226,14 +226,9 @@ pub const FEATURES: [FeatureDef; N_FEATURES] = [
         "acct_new_merchant",
         "flag",
         I,
-        "merchant new to the account (flag {})",
+        "merchant new to the account",
     ),
-    f(
-        "acct_new_country",
-        "flag",
-        I,
-        "country new to the account (flag {})",
-    ),
+    f("acct_new_country", "flag", I, "country new to the account"),
     f(
         "acct_frauds_visible",
         "frauds",
@@ -391,7 +386,7 @@ pub const FEATURES: [FeatureDef; N_FEATURES] = [
         "merchant first seen {} days ago",
     ),
     f("tx_hour", "hour", I, "at {} h (UTC)"),
-    f("tx_weekend", "flag", I, "on a weekend (flag {})"),
+    f("tx_weekend", "flag", I, "on a weekend"),
 ];
 
 /// Index of the first account window feature.

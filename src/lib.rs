@@ -7,8 +7,9 @@
 //! - [`state`]: per-account and per-merchant event-time windows on moka
 //! - [`features`]: (transaction, state) → [`features::FeatureVector`]
 //! - [`model`]: model file, scoring, training
-//! - [`engine`]: the per-event path shared by `run`, `score` and `train`
-//! - [`decide`]: decision and the alert message
+//! - [`engine`]: the per-event path shared by `run`, `score` and `train`, and its [`engine::Decision`]
+//! - [`reasons`]: why an alert fired, in words and structured
+//! - [`alert`]: the alert message (risk band, reasons)
 //! - [`sink`]: alerts and dead-letter topics; [`kafka_client`]: every client's settings
 //! - [`pipeline`]: wires `run` (partition tasks, assignment and warm-up, labels, model reload);
 //!   [`http`]: `/metrics`, `/healthz`, `/readyz` and the health they report
@@ -21,9 +22,9 @@
 //! - [`progress`]: progress bars and periodic progress lines of the offline commands
 //! - [`cli`]: the command line
 
+pub mod alert;
 pub mod cli;
 pub mod config;
-pub mod decide;
 pub mod decode;
 pub mod engine;
 pub mod eval;
@@ -37,6 +38,7 @@ pub mod pipeline;
 pub mod produce;
 pub mod progress;
 pub mod ranking;
+pub mod reasons;
 pub mod replay;
 pub mod shutdown;
 pub mod sink;

@@ -595,6 +595,13 @@ pub fn train(
                 / held_out.len().max(1) as f64
         }
     };
+    // The score above which a tenth of the alert budget falls (the alert's `high` risk band).
+    let high_risk = {
+        let mut s = held_out.clone();
+        s.sort_by(|a, b| b.total_cmp(a));
+        let k = ((s.len() as f64 * alert_rate / 10.0).ceil() as usize).clamp(1, s.len().max(1));
+        s.get(k - 1).copied().unwrap_or(1.0).max(threshold)
+    };
     let body = ModelBody {
         version,
         feature_names: ModelBody::expected_names(meta.attributes),
@@ -620,6 +627,7 @@ pub fn train(
             "chosen": cands[best_c].0,
             "trees": trees_kept,
             "validation_average_precision": best_ap,
+            "high_risk_threshold": high_risk,
             "train_average_precision": train_ap,
             "grid": grid,
         })),
@@ -733,6 +741,24 @@ mod tests {
                 .map(|(r, _)| r)
                 .expect("a fraud");
             assert!(!m.explain(fraud, 3).is_empty(), "{kind:?} explains");
+            // Risk bands from the alert budget (5 %): about 5 % of the validation rows are at
+            // least medium; the high band's threshold (a tenth of the budget, on the held-out
+            // scores) is stored and above the threshold. (This data is separable: the frauds'
+            // scores saturate near 1, so the share above it is not a tenth here.)
+            let val = &s[split.val.clone()];
+            use crate::alert::{high_risk_threshold, risk_band, RiskBand};
+            let at_least_medium = val
+                .iter()
+                .filter(|x| risk_band(&m, **x) != RiskBand::Low)
+                .count() as f64
+                / val.len() as f64;
+            assert!(
+                (0.03..=0.08).contains(&at_least_medium),
+                "{kind:?}: {at_least_medium} at least medium"
+            );
+            let h = high_risk_threshold(&m).expect("stored at training");
+            assert!(h >= m.threshold(), "{kind:?}: high {h} below the threshold");
+            assert_eq!(risk_band(&m, 1.0), RiskBand::High, "{kind:?}");
         }
     }
 }

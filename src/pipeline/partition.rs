@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{PipelineError, Shared};
-use crate::decide::{alert_json, SourcePos, REASONS_PER_ALERT};
+use crate::alert::{alert_json, SourcePos, REASONS_PER_ALERT};
 use crate::decode::decode;
 use crate::metrics::{self, Metrics};
 use crate::sink::{DeadLetter, DeadLettered, Sink, SinkError};
@@ -244,7 +244,7 @@ impl PartitionTask {
             return Either::Left(futures::future::ready((offset, Ok(()), started, permit)));
         }
         alerts.inc();
-        let reasons = s.engine.reasons(&model, &d, REASONS_PER_ALERT);
+        let reasons = s.engine.reasons(&model, &tx, &d, REASONS_PER_ALERT);
         let src = SourcePos {
             topic: &self.topic,
             partition: self.partition,
@@ -257,8 +257,8 @@ impl PartitionTask {
             raw,
             &d,
             s.engine.threshold_for(&model),
-            model.version(),
-            reasons,
+            &model,
+            &reasons,
             src,
             now_ms,
         ) {
