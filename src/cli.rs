@@ -114,10 +114,15 @@ pub enum Command {
         /// Transactions, .jsonl or .jsonl.gz.
         #[arg(long)]
         transactions: PathBuf,
-        /// Labels to send to the labels topic too.
+        /// Labels to send to the labels topic too, interleaved with the transactions in event
+        /// time: each once the transactions sent reach its reported_at.
         #[arg(long)]
         labels: Option<PathBuf>,
-        /// Messages per second (0: as fast as possible).
+        /// For labels without reported_at: sent once the transactions reach the labelled
+        /// transaction's time plus this delay (e.g. 7d, 12h).
+        #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+        label_delay: i64,
+        /// Messages per second, transactions and labels together (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
         /// Configuration (brokers, topics).

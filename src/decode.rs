@@ -464,7 +464,7 @@ fn de_ts<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     d.deserialize_any(TsVisitor)
 }
 
-fn de_opt_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn de_opt_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     struct OptTs;
     impl<'de> Visitor<'de> for OptTs {
         type Value = Option<i64>;

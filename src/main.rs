@@ -181,6 +181,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce {
             transactions,
             labels,
+            label_delay,
             rate,
             config,
         } => {
@@ -190,11 +191,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &cfg,
                 &transactions,
                 labels.as_deref(),
+                label_delay,
                 rate,
             ))?;
             println!(
-                "produced {} transactions to {} and {} labels to {}",
-                s.transactions, cfg.topics.transactions, s.labels, cfg.topics.labels
+                "produced {} transactions to {} and {} labels to {} ({} of them after the last transaction: due later than it, or without their transaction)",
+                s.transactions, cfg.topics.transactions, s.labels, cfg.topics.labels, s.labels_after_end
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,4 +1,5 @@
 mod cli;
+mod produce;
 mod robust;
 pub mod util;
 mod worker;

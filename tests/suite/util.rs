@@ -208,6 +208,8 @@ pub struct Got {
     pub key: Option<String>,
     pub payload: Vec<u8>,
     pub headers: HashMap<String, String>,
+    /// The message's timestamp (CreateTime: when the producer sent it), epoch ms.
+    pub timestamp: Option<i64>,
 }
 
 /// Reads `topic` from the beginning until `want` messages or `timeout`.
@@ -247,6 +249,7 @@ pub fn read_topic(topic: &str, want: usize, timeout: Duration) -> Vec<Got> {
                 key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
                 payload: m.payload().unwrap_or_default().to_vec(),
                 headers,
+                timestamp: m.timestamp().to_millis(),
             });
         }
     }
