@@ -250,20 +250,24 @@ fn window_feature(
                 )
             }
         }
-        "acct_amount_zscore_30d" => {
-            let dir = if v >= 0.0 { "above" } else { "below" };
-            (
+        // A ratio reads better than a z-score (whose deviation is floored at 1 currency unit).
+        "acct_amount_zscore_30d" => (
+            if fv[13] > 0.0 {
                 format!(
-                    "amount {} is {:.1} standard deviations {dir} the account's 30-day mean of {} (deviation floored at 1 {})",
+                    "amount {} is {:.1}x the account's 30-day mean of {} ({v:+.1} standard deviations)",
                     m(fv[0]),
-                    v.abs(),
-                    m(fv[15]),
-                    if cur.is_empty() { "unit" } else { cur }
-                ),
-                Some(0.0),
-                Some("account"),
-            )
-        }
+                    fv[0] / fv[15].max(0.01),
+                    m(fv[15])
+                )
+            } else {
+                format!(
+                    "amount {} with no earlier account transaction to compare with",
+                    m(fv[0])
+                )
+            },
+            Some(0.0),
+            Some("account"),
+        ),
         "acct_secs_since_prev" => {
             if v >= NO_PREVIOUS_S {
                 (
@@ -476,14 +480,17 @@ pub fn is_suspicious(i: usize, r: &Reason) -> bool {
     }
 }
 
+/// Inputs that compare the amount with the account's own means: one reason for all.
+const AMOUNT_VS_ACCOUNT: [usize; 4] = [0, 17, 18, 19];
+
 /// The reasons of a decision: the inputs that pushed `model`'s score up most, at most `k`.
 pub fn reasons(model: &Model, tx: &Transaction<'_>, fv: &FeatureVector, k: usize) -> Vec<Reason> {
     let unsupervised = matches!(model.body().params.kind(), "iforest" | "kmeans");
-    // The unsupervised kinds credit unusual values on either side: ask for all, keep the
-    // suspicious ones.
-    let asked = if unsupervised { model.dim() } else { k };
+    // Every input is asked for, some are dropped below: the unsupervised kinds credit unusual
+    // values on either side (only the suspicious side is kept), and the amount is said once.
+    let mut amount_said = false;
     model
-        .explain(fv, asked)
+        .explain(fv, model.dim())
         .into_iter()
         .filter(|(_, c)| *c > 0.0)
         .map(|(i, c)| {
@@ -493,6 +500,13 @@ pub fn reasons(model: &Model, tx: &Transaction<'_>, fv: &FeatureVector, k: usize
             )
         })
         .filter(|(i, r)| !unsupervised || is_suspicious(*i, r))
+        // The amount against the account's means (amount, ratios, z-score) is said once.
+        .filter(|(i, _)| {
+            let amount = AMOUNT_VS_ACCOUNT.contains(i);
+            let keep = !(amount && amount_said);
+            amount_said |= amount;
+            keep
+        })
         .map(|(_, r)| r)
         .take(k)
         .collect()
@@ -645,7 +659,11 @@ mod tests {
         z[19] = -19.3;
         let r = reason(&tx("EUR"), &z, 19, "acct_amount_zscore_30d", 0.0, 0.9);
         assert!(!is_suspicious(19, &r), "{r:?}");
-        assert!(r.text.contains("below"), "{}", r.text);
+        assert!(
+            r.text.contains("0.0x the account's 30-day mean"),
+            "{}",
+            r.text
+        );
     }
 
     /// Every feature has words: no placeholder left, no "(flag", and a typical value only when
