@@ -57,7 +57,7 @@ curl -fs http://127.0.0.1:9898/metrics | grep -E '^fraud_(decisions_total|messag
 alerts=$(curl -fs http://127.0.0.1:9898/metrics | awk '/^fraud_decisions_total\{decision="alert"\}/ {print $2}')
 alerts=${alerts%.*}
 bash scripts/kafka.sh consume "$RUN-alerts" "${alerts:-5}" | cut -f3- >"$DEMO/alerts.jsonl"
-echo "== $(wc -l <"$DEMO/alerts.jsonl") alerts from topic $RUN-alerts in demo/alerts.jsonl; the last five (the first days alert more: the state starts empty)"
+echo "== $(wc -l <"$DEMO/alerts.jsonl") alerts from topic $RUN-alerts in demo/alerts.jsonl; the last five"
 tail -n 5 "$DEMO/alerts.jsonl"
 python3 - "$DEMO/alerts.jsonl" "$DEMO/labels.jsonl" <<'PY'
 import json, sys
@@ -65,6 +65,15 @@ frauds = {json.loads(l)["tx_id"] for l in open(sys.argv[2]) if l.strip()}
 alerts = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 hit = sum(a["tx_id"] in frauds for a in alerts)
 print(f"== alerts that are labelled frauds: {hit} of {len(alerts)}; frauds alerted: {hit} of {len(frauds)}")
+# Cold start: the first day (every account new) should not dominate.
+days = {}
+for a in alerts:
+    days[a["ts"][:10]] = days.get(a["ts"][:10], 0) + 1
+print("== alerts per day: " + ", ".join(f"{d[5:]} {n}" for d, n in sorted(days.items())))
+bands = {}
+for a in alerts:
+    bands[a.get("risk", "?")] = bands.get(a.get("risk", "?"), 0) + 1
+print("== alerts by risk: " + ", ".join(f"{b} {bands.get(b, 0)}" for b in ("high", "medium", "low")))
 PY
 echo "== the dead letter, with its headers"
 bash scripts/kafka.sh consume "$RUN-transactions-dlq" 1 | head -1
