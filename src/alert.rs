@@ -13,7 +13,7 @@ use crate::reasons::Reason;
 pub const REASONS_PER_ALERT: usize = 3;
 
 /// Key of the supervised models' `validation` object holding the score above which a tenth of
-/// the alert budget falls (the held-out scores' quantile).
+/// the alert budget falls (a quantile of the final model's scores over its training range).
 pub const HIGH_RISK_KEY: &str = "high_risk_threshold";
 
 /// How risky an alerted transaction is, comparable across models: the bands come from the
@@ -33,7 +33,7 @@ pub enum RiskBand {
 
 /// The score above which a tenth of `model`'s alert budget falls: for the unsupervised kinds,
 /// whose scores are the training population's CDF, the budget quantile itself; for the
-/// supervised ones, the held-out scores' quantile stored at training (`validation.`
+/// supervised ones, the quantile of the final model's scores stored at training (`validation.`
 /// [`HIGH_RISK_KEY`]). None for a model file without it (then no alert is `high`).
 pub fn high_risk_threshold(model: &Model) -> Option<f32> {
     let b = model.body();

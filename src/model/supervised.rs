@@ -595,9 +595,10 @@ pub fn train(
                 / held_out.len().max(1) as f64
         }
     };
-    // The score above which a tenth of the alert budget falls (the alert's `high` risk band).
+    // The score above which a tenth of the alert budget falls (the alert's `high` risk band),
+    // on the final model's own scores like the threshold.
     let high_risk = {
-        let mut s = held_out.clone();
+        let mut s = train_scores.clone();
         s.sort_by(|a, b| b.total_cmp(a));
         let k = ((s.len() as f64 * alert_rate / 10.0).ceil() as usize).clamp(1, s.len().max(1));
         s.get(k - 1).copied().unwrap_or(1.0).max(threshold)
@@ -742,8 +743,8 @@ mod tests {
                 .expect("a fraud");
             assert!(!m.explain(fraud, 3).is_empty(), "{kind:?} explains");
             // Risk bands from the alert budget (5 %): about 5 % of the validation rows are at
-            // least medium; the high band's threshold (a tenth of the budget, on the held-out
-            // scores) is stored and above the threshold. (This data is separable: the frauds'
+            // least medium; the high band's threshold (a tenth of the budget, on the final model's
+            // own scores) is stored and above the threshold. (This data is separable: the frauds'
             // scores saturate near 1, so the share above it is not a tenth here.)
             let val = &s[split.val.clone()];
             use crate::alert::{high_risk_threshold, risk_band, RiskBand};
