@@ -88,7 +88,9 @@ async fn worker_alerts_exactly_what_score_flags_on_one_partition() {
         "score",
         "threshold",
         "model_version",
+        "risk",
         "reasons",
+        "reason_details",
         "transaction",
     ] {
         assert!(a.get(k).is_some(), "alert lacks {k}: {a}");
