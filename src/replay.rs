@@ -428,7 +428,10 @@ pub fn training_rows(
     let mut rows = Vec::new();
     let mut ts = Vec::new();
     let mut fraud = Vec::new();
-    let summary = replay(
+    // Progress over the lines read (the replay stops at `to_ms`, so the bar may end early).
+    let total = crate::progress::count_lines(transactions).map_err(io_err(transactions))?;
+    let progress = Progress::new("train: replay", Some(total), "lines");
+    let summary = replay_with_progress(
         transactions,
         labels,
         label_delay_ms,
@@ -436,6 +439,7 @@ pub fn training_rows(
         input,
         Some(to_ms),
         &spec,
+        &progress,
         |tx, _late, fv| {
             if tx.ts >= from_ms {
                 rows.push(*fv);
