@@ -276,7 +276,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(eval::ModelInfo::load)
                 .transpose()
-                .context("--model")?;
+                .map_err(|e| CliError::usage(format!("--model: {e}")))?;
             let opts = eval::EvalOptions {
                 from_ms,
                 to_ms,
