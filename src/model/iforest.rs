@@ -108,6 +108,8 @@ pub struct IForest {
     thr: Vec<f32>,
     /// Per tree, `2^depth` leaf path lengths.
     leaf: Vec<f32>,
+    /// Inputs the trees split on.
+    inputs: Vec<u32>,
 }
 
 /// Depth of a tree (a single leaf: 0).
@@ -215,7 +217,13 @@ impl IForest {
             feat,
             thr,
             leaf,
+            inputs: p.inputs.clone(),
         })
+    }
+
+    /// Inputs the trees split on (the others need not be computed).
+    pub fn inputs(&self) -> &[u32] {
+        &self.inputs
     }
 
     #[inline]
@@ -236,24 +244,39 @@ impl IForest {
     /// Raw anomaly score `2^(−E[h]/c(ψ))` in (0, 1].
     #[inline]
     pub fn anomaly(&self, z: &[f32]) -> f32 {
+        const LANES: usize = 4;
         let inner = (1usize << self.depth) - 1;
         let leaves = inner + 1;
+        let n = self.trees.len();
+        let at = |f: u8| z.get(f as usize).copied().unwrap_or(0.0);
         let mut h = 0.0f32;
-        for ((feat, thr), leaf) in self
-            .feat
-            .chunks_exact(inner.max(1))
-            .zip(self.thr.chunks_exact(inner.max(1)))
-            .zip(self.leaf.chunks_exact(leaves))
-        {
+        let mut t = 0;
+        // Four trees walked side by side: their chains of loads are independent.
+        while t + LANES <= n {
+            let mut i = [0usize; LANES];
+            for _ in 0..self.depth {
+                for (l, il) in i.iter_mut().enumerate() {
+                    let base = (t + l) * inner;
+                    let (f, th) = (self.feat[base + *il], self.thr[base + *il]);
+                    *il = 2 * *il + 1 + usize::from(at(f) >= th);
+                }
+            }
+            for (l, il) in i.iter().enumerate() {
+                h += self.leaf[(t + l) * leaves + il - inner];
+            }
+            t += LANES;
+        }
+        while t < n {
+            let base = t * inner;
             let mut i = 0usize;
             for _ in 0..self.depth {
-                let f = feat[i] as usize;
-                let v = z.get(f).copied().unwrap_or(0.0);
-                i = 2 * i + 1 + usize::from(v >= thr[i]);
+                let (f, th) = (self.feat[base + i], self.thr[base + i]);
+                i = 2 * i + 1 + usize::from(at(f) >= th);
             }
-            h += leaf[i - inner];
+            h += self.leaf[t * leaves + i - inner];
+            t += 1;
         }
-        (-h / (self.trees.len() as f32 * self.norm)).exp2()
+        (-h / (n as f32 * self.norm)).exp2()
     }
 
     /// [`IForest::anomaly`] by walking the stored trees (the reference the dense layout must

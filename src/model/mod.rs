@@ -252,6 +252,23 @@ pub fn standardise(x: &FeatureVector, scaler: &Scaler, out: &mut FeatureVector) 
     }
 }
 
+/// [`standardise`] for the inputs `only` (the others are left as they are): for models that
+/// read few of the inputs.
+#[inline]
+pub fn standardise_only(x: &FeatureVector, scaler: &Scaler, only: &[u32], out: &mut FeatureVector) {
+    for &i in only {
+        let i = i as usize;
+        if let (Some(m), Some(sd), Some(v)) = (scaler.mean.get(i), scaler.std.get(i), x.get(i)) {
+            let z = (transform(i, *v) - m) / sd;
+            out[i] = if z.is_finite() {
+                z.clamp(-Z_CLIP, Z_CLIP)
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -471,6 +488,16 @@ impl Predict for Model {
     #[inline]
     fn score(&self, x: &FeatureVector) -> f32 {
         let mut z = [0.0f32; MAX_DIM];
+        if let Scorer::Iforest(m) = &self.scorer {
+            // It splits on a few inputs only: standardise just those.
+            standardise_only(x, &self.body.scaler, m.inputs(), &mut z);
+            let s = m.score(&z[..self.dim]);
+            return if s.is_finite() {
+                s.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+        }
         standardise(x, &self.body.scaler, &mut z);
         let z = &z[..self.dim];
         let s = match &self.scorer {
