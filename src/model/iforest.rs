@@ -20,7 +20,7 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::kmeans::{cdf_score, threshold_for_rate, QUANTILES};
+use super::kmeans::{cdf_score, quantiles, threshold_for_rate, QUANTILES};
 use super::training::{fit_scaler, mask, version_of, TrainMeta};
 use super::{standardise, ModelBody, ModelError, Params, TrainInfo};
 use crate::features::{FeatureVector, FEATURES, MAX_DIM, N_FEATURES};
@@ -466,13 +466,11 @@ pub fn train(
         score_quantiles: vec![0.0; QUANTILES],
     };
     let f = IForest::new(&provisional, dim).map_err(ModelError::Train)?;
-    let mut a: Vec<f32> = (0..rows.len())
-        .map(|i| f.anomaly(&z[i * dim..(i + 1) * dim]))
-        .collect();
-    a.sort_by(f32::total_cmp);
-    let q: Vec<f32> = (0..QUANTILES)
-        .map(|j| a[(j * (a.len() - 1)) / (QUANTILES - 1)])
-        .collect();
+    let q = quantiles(
+        (0..rows.len())
+            .map(|i| f.anomaly(&z[i * dim..(i + 1) * dim]))
+            .collect(),
+    );
     let (version, created_at) = version_of("iforest", meta, rows.len());
     Ok(ModelBody {
         version,

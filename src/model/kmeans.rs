@@ -142,6 +142,14 @@ pub fn cdf_score(q: &[f32], d: f32) -> f32 {
     0.999 * ((j - 1) as f32 + frac) / (n - 1) as f32
 }
 
+/// The [`QUANTILES`] ascending quantiles of non-empty `values`, as [`cdf_score`] reads them.
+pub fn quantiles(mut values: Vec<f32>) -> Vec<f32> {
+    values.sort_by(f32::total_cmp);
+    (0..QUANTILES)
+        .map(|j| values[(j * (values.len() - 1)) / (QUANTILES - 1)])
+        .collect()
+}
+
 /// The threshold that alerts on a share `alert_rate` of rows like the training ones.
 pub fn threshold_for_rate(alert_rate: f64) -> f32 {
     (0.999 * (1.0 - alert_rate.clamp(0.0, 1.0))) as f32
@@ -200,17 +208,14 @@ pub fn train(
         distance_quantiles: vec![0.0; QUANTILES],
     };
     let scorer = Scorer::new(&provisional, &scaler).map_err(ModelError::Train)?;
-    let mut d: Vec<f32> = rows
+    let d: Vec<f32> = rows
         .iter()
         .map(|r| {
             standardise(r, &scaler, &mut z);
             scorer.distance_z(&z[..dim])
         })
         .collect();
-    d.sort_by(f32::total_cmp);
-    let q: Vec<f32> = (0..QUANTILES)
-        .map(|j| d[(j * (d.len() - 1)) / (QUANTILES - 1)])
-        .collect();
+    let q = quantiles(d);
     let (version, created_at) = version_of("kmeans", meta, rows.len());
     Ok(ModelBody {
         version,
