@@ -35,45 +35,98 @@ pub struct Observed {
     pub late: bool,
 }
 
+/// Who applies merchant events to the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merchants {
+    /// This call: the merchant's windows see the transactions of this stream only (`score`, and
+    /// the worker with `state.merchant_scope = "partition"`).
+    Apply,
+    /// Someone else ([`apply_merchant`], fed from every partition of the topic): this call only
+    /// reads the merchant's windows.
+    ReadOnly,
+}
+
 /// Computes the features of `tx` from the state before it (then the attributes `spec` names),
 /// and applies `tx` to the state.
 pub fn observe(state: &State, tx: &Transaction<'_>, spec: &FeatureSpec) -> Observed {
+    observe_with(state, tx, spec, Merchants::Apply)
+}
+
+/// [`observe`], with the merchant's windows applied here or by someone else.
+pub fn observe_with(
+    state: &State,
+    tx: &Transaction<'_>,
+    spec: &FeatureSpec,
+    merchants: Merchants,
+) -> Observed {
     let mut fv = [0.0f32; MAX_DIM];
     features::attribute_features(tx, &spec.attributes, &mut fv);
     features::time_features(tx, &mut fv);
     let merchant_key = key_of(&tx.merchant_id);
+    let mut late = observe_account(state, tx, merchant_key, &mut fv);
+    let m = state.merchant(merchant_key);
+    let mut m = lock(&m);
+    features::merchant_features(&m, tx, spec.feedback_delay_days, &mut fv);
+    if merchants == Merchants::Apply {
+        late |= apply_merchant_locked(state, &mut m, tx.ts, tx.amount as f32);
+    }
+    Observed { features: fv, late }
+}
+
+/// Applies `tx` to its account only (the merchant's windows are someone else's), for a state
+/// warm-up of account history. True if it was too late for the account's windows.
+pub fn observe_account_only(state: &State, tx: &Transaction<'_>) -> bool {
+    let mut fv = [0.0f32; MAX_DIM];
+    observe_account(state, tx, key_of(&tx.merchant_id), &mut fv)
+}
+
+/// Account features into `fv`, then `tx` applied to the account (and the label lookup). True if
+/// it was too late for the account's windows.
+fn observe_account(
+    state: &State,
+    tx: &Transaction<'_>,
+    merchant_key: u64,
+    fv: &mut FeatureVector,
+) -> bool {
     let tx_key = key_of(&tx.tx_id);
     let ts_s = tx.ts.div_euclid(1000);
     state.remember_tx(tx_key.max(1), merchant_key, ts_s);
-    let mut late = false;
-    {
-        let acc = state.account(key_of(&tx.account_id));
-        let mut a = lock(&acc);
-        features::account_features(&a, tx, &mut fv);
-        if !a.is_new() && tx.ts < a.w.max_ts_ms.saturating_sub(state.lateness_ms) {
-            late = true;
-        } else {
-            a.w.add(tx.ts, tx.amount as f32);
-            a.remember(
-                tx_key,
-                merchant_key,
-                ts_s,
-                country_code(tx.country.as_deref()),
-            );
-        }
+    let acc = state.account(key_of(&tx.account_id));
+    let mut a = lock(&acc);
+    features::account_features(&a, tx, fv);
+    if !a.is_new() && tx.ts < a.w.max_ts_ms.saturating_sub(state.lateness_ms) {
+        return true;
     }
-    {
-        let m = state.merchant(merchant_key);
-        let mut m = lock(&m);
-        features::merchant_features(&m, tx, spec.feedback_delay_days, &mut fv);
-        m.feedback.add_tx(ts_s);
-        if m.w.max_ts_ms != i64::MIN && tx.ts < m.w.max_ts_ms.saturating_sub(state.lateness_ms) {
-            late = true;
-        } else {
-            m.w.add(tx.ts, tx.amount as f32);
-        }
+    a.w.add(tx.ts, tx.amount as f32);
+    a.remember(
+        tx_key,
+        merchant_key,
+        ts_s,
+        country_code(tx.country.as_deref()),
+    );
+    false
+}
+
+/// Applies one transaction of merchant `merchant_key` (at `ts_ms`, for `amount`) to the
+/// merchant's windows, as [`observe`] does. True if it was too late for them.
+pub fn apply_merchant(state: &State, merchant_key: u64, ts_ms: i64, amount: f32) -> bool {
+    let m = state.merchant(merchant_key);
+    let mut m = lock(&m);
+    apply_merchant_locked(state, &mut m, ts_ms, amount)
+}
+
+fn apply_merchant_locked(
+    state: &State,
+    m: &mut crate::state::MerchantState,
+    ts_ms: i64,
+    amount: f32,
+) -> bool {
+    m.feedback.add_tx(ts_ms.div_euclid(1000));
+    if m.w.max_ts_ms != i64::MIN && ts_ms < m.w.max_ts_ms.saturating_sub(state.lateness_ms) {
+        return true;
     }
-    Observed { features: fv, late }
+    m.w.add(ts_ms, amount);
+    false
 }
 
 /// State plus model: the whole per-event decision. The model can be swapped atomically while
@@ -126,7 +179,18 @@ impl Engine {
     /// Observes and scores one transaction with `model`.
     #[inline]
     pub fn process_with(&self, model: &Model, tx: &Transaction<'_>) -> Decision {
-        let o = observe(&self.state, tx, model.spec());
+        self.process_merchants(model, tx, Merchants::Apply)
+    }
+
+    /// [`Engine::process_with`], with the merchant's windows applied here or by someone else.
+    #[inline]
+    pub fn process_merchants(
+        &self,
+        model: &Model,
+        tx: &Transaction<'_>,
+        merchants: Merchants,
+    ) -> Decision {
+        let o = observe_with(&self.state, tx, model.spec(), merchants);
         let score = model.score(&o.features);
         Decision {
             features: o.features,

@@ -169,6 +169,21 @@ pub fn group_consumer(cfg: &Config) -> ClientConfig {
             cfg.kafka.statistics_interval_ms.to_string(),
         )
         .set("auto.offset.reset", &cfg.kafka.auto_offset_reset);
+    if cfg.state.merchant_scope == crate::config::MerchantScope::Global {
+        // A partition read to its end no longer holds the merchant windows back.
+        c.set("enable.partition.eof", "true");
+    }
+    c
+}
+
+/// The merchant table's consumer of every partition of the transactions topic: assigned, never
+/// commits, tells when it reaches a partition's end.
+pub fn merchant_feed_consumer(cfg: &Config) -> ClientConfig {
+    let mut c = consumer(cfg);
+    c.set("group.id", format!("{}.merchants", cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true");
     c
 }
 

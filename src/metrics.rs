@@ -721,3 +721,57 @@ mod tests {
         assert_eq!(start, 12345.0);
     }
 }
+
+/// Merchant windows fed from every partition (`state.merchant_scope = "global"`).
+pub const MERCHANT_TABLE_EVENTS: &str = "fraud_merchant_table_events_total";
+/// How long decisions waited for the merchant windows.
+pub const MERCHANT_SYNC_WAIT: &str = "fraud_merchant_sync_wait_seconds";
+/// Decisions made without the merchant windows caught up (waited the maximum).
+pub const MERCHANT_SYNC_TIMEOUTS: &str = "fraud_merchant_sync_timeouts_total";
+/// Event time up to which the merchant windows have seen every partition.
+pub const MERCHANT_TABLE_WATERMARK: &str = "fraud_merchant_table_watermark_seconds";
+
+/// The metrics of the merchant table (see [`crate::pipeline`]).
+#[derive(Clone)]
+pub struct MerchantTableMetrics {
+    /// Transactions applied to merchant windows.
+    pub events: IntCounter,
+    /// Wait of a decision for the merchant windows.
+    pub wait: Histogram,
+    /// Waits that reached `state.merchant_sync_max_wait_ms`.
+    pub timeouts: IntCounter,
+    /// Event time (Unix seconds) before which every partition's transactions are applied.
+    pub watermark: Gauge,
+}
+
+impl MerchantTableMetrics {
+    /// Registers them in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<MerchantTableMetrics> {
+        let m = MerchantTableMetrics {
+            events: IntCounter::new(
+                MERCHANT_TABLE_EVENTS,
+                "Transactions of every partition applied to the merchant windows.",
+            )?,
+            wait: Histogram::with_opts(
+                HistogramOpts::new(
+                    MERCHANT_SYNC_WAIT,
+                    "Seconds a decision waited for the merchant windows to reach its event time.",
+                )
+                .buckets(buckets_seconds()),
+            )?,
+            timeouts: IntCounter::new(
+                MERCHANT_SYNC_TIMEOUTS,
+                "Decisions made after waiting state.merchant_sync_max_wait_ms for the merchant windows.",
+            )?,
+            watermark: Gauge::new(
+                MERCHANT_TABLE_WATERMARK,
+                "Event time (Unix seconds) before which the merchant windows hold every partition's transactions.",
+            )?,
+        };
+        registry.register(Box::new(m.events.clone()))?;
+        registry.register(Box::new(m.wait.clone()))?;
+        registry.register(Box::new(m.timeouts.clone()))?;
+        registry.register(Box::new(m.watermark.clone()))?;
+        Ok(m)
+    }
+}

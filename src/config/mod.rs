@@ -172,6 +172,8 @@ struct RawState {
     allowed_lateness_secs: i64,
     warmup_secs: i64,
     label_lookup_entries: i64,
+    merchant_scope: String,
+    merchant_sync_max_wait_ms: i64,
 }
 
 /// `[model]` as written.
@@ -288,6 +290,29 @@ pub struct StateConfig {
     /// Most recent transactions remembered (tx id → merchant, time) to credit a label that
     /// carries no `merchant_id`/`ts` to its merchant; 0 disables.
     pub label_lookup_entries: u64,
+    /// Which transactions a merchant's windows see.
+    pub merchant_scope: MerchantScope,
+    /// Longest wait of a transaction for the merchant windows (global scope), in ms.
+    pub merchant_sync_max_wait_ms: u64,
+}
+
+/// `state.merchant_scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MerchantScope {
+    /// Every partition of the topic, in event-time order (every worker reads the whole topic).
+    Global,
+    /// The partitions this worker decides.
+    Partition,
+}
+
+impl MerchantScope {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MerchantScope::Global => "global",
+            MerchantScope::Partition => "partition",
+        }
+    }
 }
 
 impl Default for StateConfig {
@@ -299,6 +324,8 @@ impl Default for StateConfig {
             allowed_lateness_secs: 3_600,
             warmup_secs: 30 * 86_400,
             label_lookup_entries: 4_000_000,
+            merchant_scope: MerchantScope::Global,
+            merchant_sync_max_wait_ms: 2_000,
         }
     }
 }
@@ -381,6 +408,13 @@ impl Config {
         let _ = writeln!(o, "idle_ttl_secs = {}", st.idle_ttl_secs);
         let _ = writeln!(o, "allowed_lateness_secs = {}", st.allowed_lateness_secs);
         let _ = writeln!(o, "warmup_secs = {}", st.warmup_secs);
+        let _ = writeln!(o, "label_lookup_entries = {}", st.label_lookup_entries);
+        let _ = writeln!(o, "merchant_scope = {}", q(st.merchant_scope.as_str()));
+        let _ = writeln!(
+            o,
+            "merchant_sync_max_wait_ms = {}",
+            st.merchant_sync_max_wait_ms
+        );
         let _ = writeln!(o, "\n[model]");
         let _ = writeln!(o, "path = {}", q(&m.path.display().to_string()));
         match m.threshold {
@@ -960,6 +994,22 @@ impl TryFrom<RawConfig> for Config {
                 s.label_lookup_entries
             ));
         }
+        let merchant_scope = match s.merchant_scope.as_str() {
+            "global" => MerchantScope::Global,
+            "partition" => MerchantScope::Partition,
+            other => {
+                p.push(format!(
+                    "state.merchant_scope: expected \"global\" or \"partition\", got {other:?}"
+                ));
+                MerchantScope::Global
+            }
+        };
+        if !(0..=600_000).contains(&s.merchant_sync_max_wait_ms) {
+            p.push(format!(
+                "state.merchant_sync_max_wait_ms: must be in 0..=600000, got {}",
+                s.merchant_sync_max_wait_ms
+            ));
+        }
         if !(0..=86_400).contains(&s.allowed_lateness_secs) {
             p.push(format!(
                 "state.allowed_lateness_secs: must be in 0..=86400, got {}",
@@ -1034,6 +1084,8 @@ impl TryFrom<RawConfig> for Config {
                     allowed_lateness_secs: s.allowed_lateness_secs,
                     warmup_secs: s.warmup_secs.max(0) as u64,
                     label_lookup_entries: s.label_lookup_entries.max(0) as u64,
+                    merchant_scope,
+                    merchant_sync_max_wait_ms: s.merchant_sync_max_wait_ms.max(0) as u64,
                 },
                 model: ModelConfig {
                     path: PathBuf::from(raw.model.path),

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::merchants::{MerchantSync, TaskClock};
 use super::partition::{PartitionTask, Queued, TaskHandle, PARTITION_QUEUE};
 use super::{PipelineError, Shared};
 use crate::decode::decode;
@@ -49,12 +50,14 @@ pub(super) struct Rebalancer {
     events: mpsc::UnboundedSender<Event>,
     next_epoch: AtomicU64,
     revoke_wait: Duration,
+    merchants: Option<Arc<MerchantSync>>,
 }
 
 impl Rebalancer {
     pub(super) fn new(
         health: Health,
         revoke_wait: Duration,
+        merchants: Option<Arc<MerchantSync>>,
     ) -> (Arc<Rebalancer>, mpsc::UnboundedReceiver<Event>) {
         let (events, rx) = mpsc::unbounded_channel();
         (
@@ -64,6 +67,7 @@ impl Rebalancer {
                 events,
                 next_epoch: AtomicU64::new(0),
                 revoke_wait,
+                merchants,
             }),
             rx,
         )
@@ -98,7 +102,14 @@ impl RebalanceListener for Rebalancer {
         for key in partitions {
             let epoch = self.next_epoch.fetch_add(1, Ordering::AcqRel) + 1;
             self.health.partition_assigned(&key.0, key.1, epoch);
+            if let Some(m) = &self.merchants {
+                // Before the feed hears of the assignment: it must not run ahead of this task.
+                m.assigned(key.1);
+            }
             let _ = self.events.send(Event::Assigned(key.clone(), epoch));
+        }
+        if let Some(m) = &self.merchants {
+            m.joined();
         }
     }
 
@@ -144,6 +155,9 @@ impl RebalanceListener for Rebalancer {
             }
         }
         for key in partitions {
+            if let Some(m) = &self.merchants {
+                m.revoked(key.1);
+            }
             let _ = self.events.send(Event::Revoked(key.clone()));
         }
     }
@@ -163,6 +177,8 @@ struct Slot {
     paused: bool,
     /// The next offset expected (a message before it is a redelivery after a pause).
     next: i64,
+    /// The task's clock for the merchant table (global merchant scope).
+    clock: Option<Arc<TaskClock>>,
 }
 
 /// The poll loop's side: partition → task.
@@ -227,12 +243,14 @@ impl Router {
             .entry(key.clone())
             .or_insert_with(|| Arc::new(AtomicI64::new(-1)))
             .clone();
+        let clock = self.shared.merchants.as_ref().and_then(|m| m.clock(key.1));
         let task = PartitionTask {
             shared: self.shared.clone(),
             topic: key.0.clone(),
             partition: key.1,
             handle: handle.clone(),
             applied,
+            clock: clock.clone(),
         };
         lock(&self.rebalancer.running).insert(key.clone(), handle);
         let k = key.clone();
@@ -250,6 +268,7 @@ impl Router {
                 pending: VecDeque::new(),
                 paused: false,
                 next: -1,
+                clock,
             },
         );
     }
@@ -269,6 +288,9 @@ impl Router {
             return; // delivered again after a pause/resume: already held
         }
         slot.next = m.offset() + 1;
+        if let Some(c) = &slot.clock {
+            c.routed();
+        }
         let m = m.detach();
         if !slot.pending.is_empty() {
             slot.pending.push_back(m);
@@ -278,6 +300,13 @@ impl Router {
             slot.pending.push_back(m);
             slot.paused = true;
             self.set_paused(&key, true);
+        }
+    }
+
+    /// The group consumer read `partition` to its end (global merchant scope).
+    pub(super) fn reached_end(&mut self, partition: i32) {
+        if let Some(m) = &self.shared.merchants {
+            m.reached_end(partition);
         }
     }
 
@@ -357,6 +386,7 @@ pub(super) fn warm_up_blocking(
     until: i64,
     stop: &CancellationToken,
     applied: &AtomicI64,
+    clock: Option<&TaskClock>,
 ) -> Result<u64, rdkafka::error::KafkaError> {
     let floor = applied.load(Ordering::Acquire);
     if until <= 0 || until <= floor {
@@ -395,7 +425,18 @@ pub(super) fn warm_up_blocking(
                     break;
                 }
                 if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
-                    crate::engine::observe(&s.engine.state, &tx, &spec);
+                    match &s.merchants {
+                        // The merchant table applies the merchant side.
+                        Some(sync) => {
+                            crate::engine::observe_account_only(&s.engine.state, &tx);
+                            if let Some(c) = clock {
+                                sync.warmed(c, m.offset(), tx.ts);
+                            }
+                        }
+                        None => {
+                            crate::engine::observe(&s.engine.state, &tx, &spec);
+                        }
+                    }
                     n += 1;
                 }
                 applied.fetch_max(m.offset() + 1, Ordering::AcqRel);
@@ -443,6 +484,7 @@ mod tests {
             pending: VecDeque::new(),
             paused: false,
             next: -1,
+            clock: None,
         };
         let budget = Arc::new(Semaphore::new(1000));
         assert!(enqueue(&slot, msg(0, 500), &budget, 1000).is_ok());
@@ -468,6 +510,7 @@ mod tests {
             pending: VecDeque::new(),
             paused: false,
             next: -1,
+            clock: None,
         };
         let budget = Arc::new(Semaphore::new(1 << 20));
         assert!(enqueue(&slot, msg(0, 10), &budget, 1 << 20).is_ok());

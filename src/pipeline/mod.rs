@@ -4,10 +4,12 @@
 //! - `partition`: the task of one partition, and the one place an offset is stored;
 //! - `assignment`: the partitions owned, their tasks, and the state warm-up;
 //! - `labels`: the labels topic applied to state;
+//! - `merchants`: the merchant windows fed from every partition (`state.merchant_scope`);
 //! - `reload`: the model file watch and SIGHUP.
 
 mod assignment;
 mod labels;
+mod merchants;
 mod partition;
 mod reload;
 
@@ -73,6 +75,8 @@ pub(super) struct Shared {
     pub(super) metrics: Metrics,
     pub(super) health: Health,
     pub(super) cfg: Arc<Config>,
+    /// The merchant table's synchronisation (`state.merchant_scope = "global"`).
+    pub(super) merchants: Option<Arc<merchants::MerchantSync>>,
 }
 
 /// How often the poll loop turns without messages: the `/healthz` heartbeat, and the retry of
@@ -120,8 +124,32 @@ pub async fn run(
         .map_err(|e| PipelineError::Join(e.to_string()))??;
 
     let sink = Sink::new(&cfg)?;
-    let (rebalancer, events) =
-        Rebalancer::new(health.clone(), Duration::from_millis(cfg.drain_timeout_ms));
+    let merchant_sync = match cfg.state.merchant_scope {
+        crate::config::MerchantScope::Global => Some(Arc::new(merchants::MerchantSync::new(
+            Duration::from_millis(cfg.state.merchant_sync_max_wait_ms),
+            crate::metrics::MerchantTableMetrics::new(&metrics.registry)?,
+        ))),
+        crate::config::MerchantScope::Partition => None,
+    };
+    let feed = merchant_sync.clone().map(|sync| {
+        let (engine, cfg, token) = (engine.clone(), cfg.clone(), token.clone());
+        let health = health.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = merchants::feed(sync, engine, cfg, token.clone()) {
+                tracing::error!(error = %e, "Merchant table stopped.");
+                health.set_problem(
+                    "merchant table",
+                    Some(format!("the merchant table stopped: {e}")),
+                );
+                token.cancel();
+            }
+        })
+    });
+    let (rebalancer, events) = Rebalancer::new(
+        health.clone(),
+        Duration::from_millis(cfg.drain_timeout_ms),
+        merchant_sync.clone(),
+    );
     let ctx = WorkerContext::new(metrics.clone(), health.clone(), rebalancer.clone());
     let consumer = Arc::new(source::transactions_consumer(&cfg, ctx)?);
     consumer.subscribe(&[&cfg.topics.transactions])?;
@@ -152,6 +180,7 @@ pub async fn run(
         metrics: metrics.clone(),
         health: health.clone(),
         cfg: cfg.clone(),
+        merchants: merchant_sync,
     });
     // The poll loop runs as a task of its own: the rebalance callback, called inside its
     // `recv`, may block (`block_in_place`) while revoked partitions settle, which needs a
@@ -193,6 +222,9 @@ pub async fn run(
     consumer.unsubscribe();
     if let Err(e) = labels.await {
         failure.get_or_insert(PipelineError::Join(e.to_string()));
+    }
+    if let Some(feed) = feed {
+        let _ = feed.await;
     }
     let _ = gauge.await;
     let _ = watcher.await;
@@ -241,6 +273,7 @@ async fn poll_loop(
             r = consumer.recv() => {
                 health.polled();
                 match r {
+                    Err(rdkafka::error::KafkaError::PartitionEOF(p)) => router.reached_end(p),
                     Ok(m) => {
                         if consume_errors > 0 {
                             health.set_broker_down(false);

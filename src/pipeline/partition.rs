@@ -21,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use super::merchants::TaskClock;
 use super::{PipelineError, Shared};
 use crate::alert::{alert_json, SourcePos, REASONS_PER_ALERT};
 use crate::decode::decode;
@@ -84,6 +85,8 @@ pub(super) struct PartitionTask {
     /// The next offset of this partition not yet in the state, in this process (kept across
     /// assignments, so a partition coming back is warmed up only over what it missed).
     pub(super) applied: Arc<AtomicI64>,
+    /// Where this task stands, for the merchant table (global merchant scope).
+    pub(super) clock: Option<Arc<TaskClock>>,
 }
 
 impl PartitionTask {
@@ -119,7 +122,8 @@ impl PartitionTask {
                             }
                         }
                         received.inc();
-                        inflight.push_back(self.process(q, &alerts, &passes));
+                        let settle = self.process(q, &alerts, &passes).await;
+                        inflight.push_back(settle);
                     }
                     None => break,
                 },
@@ -186,9 +190,18 @@ impl PartitionTask {
         let partition = self.partition;
         let stop = self.handle.stop.clone();
         let applied = self.applied.clone();
+        let clock = self.clock.clone();
         let started = Instant::now();
         let r = tokio::task::spawn_blocking(move || {
-            super::assignment::warm_up_blocking(&s, &topic, partition, until, &stop, &applied)
+            super::assignment::warm_up_blocking(
+                &s,
+                &topic,
+                partition,
+                until,
+                &stop,
+                &applied,
+                clock.as_deref(),
+            )
         })
         .await;
         match r {
@@ -211,8 +224,9 @@ impl PartitionTask {
         }
     }
 
-    /// Decides one message and returns the future of its delivery.
-    fn process(
+    /// Decides one message and returns the future of its delivery. With the global merchant
+    /// table, first waits for the merchant windows to reach the transaction's time.
+    async fn process(
         &self,
         q: Queued,
         alerts: &prometheus::IntCounter,
@@ -228,14 +242,28 @@ impl PartitionTask {
         let tx = match decode(payload, &s.cfg.input, now_ms) {
             Ok(tx) => tx,
             Err(e) => {
+                if let (Some(sync), Some(c)) = (&s.merchants, &self.clock) {
+                    sync.decided(c, offset);
+                }
                 s.metrics.discarded(e.reason());
                 tracing::warn!(topic = %self.topic, partition = self.partition, offset, reason = e.reason(), error = %e, "Message sent to the dead-letter topic.");
                 return self.dead_letter(&m, e.reason(), e.to_string(), started, permit);
             }
         };
+        let merchants = match (&s.merchants, &self.clock) {
+            (Some(sync), Some(c)) => {
+                sync.wait_for(c, offset, tx.ts, &self.handle.stop).await;
+                crate::engine::Merchants::ReadOnly
+            }
+            (Some(_), None) => crate::engine::Merchants::ReadOnly,
+            (None, _) => crate::engine::Merchants::Apply,
+        };
         let t0 = Instant::now();
         let model = s.engine.current();
-        let d = s.engine.process_with(&model, &tx);
+        let d = s.engine.process_merchants(&model, &tx, merchants);
+        if let (Some(sync), Some(c)) = (&s.merchants, &self.clock) {
+            sync.decided(c, offset);
+        }
         s.metrics.inference.observe(t0.elapsed().as_secs_f64());
         s.metrics
             .scored(d.score, (now_ms - tx.ts) as f64 / 1000.0, d.late);

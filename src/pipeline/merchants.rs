@@ -1,0 +1,461 @@
+//! The merchant table: merchant windows that see every transaction of the topic, in event-time
+//! order, whatever the partition count, the worker count and the speed of each partition
+//! (`state.merchant_scope = "global"`, the default).
+//!
+//! The transactions topic is keyed by account, so a partition holds all of an account's
+//! transactions but only some of a merchant's. Each worker therefore reads *every* partition a
+//! second time, with an assigned consumer of its own (the feed, a Kafka Streams GlobalKTable of
+//! sorts), and applies each transaction to its merchant's windows, merging the partitions by event
+//! time. The partition tasks apply their transactions to the accounts only and read the
+//! merchant windows.
+//!
+//! Two rules make a decision see what `fraudstream score` sees over the time-ordered file,
+//! like Kafka Streams' timestamp synchronisation (`max.task.idle.ms`):
+//! - a task decides a transaction at event time `t` only once the feed has applied every
+//!   earlier transaction of every partition (the feed's *low watermark* ≥ `t`), or after
+//!   `state.merchant_sync_max_wait_ms` (counted in `fraud_merchant_sync_timeouts_total`);
+//! - the feed applies a transaction at `t` only once every task of this worker is at `t` or
+//!   later (or idle at the end of its partition), and a transaction of a partition this worker
+//!   decides only after it has been decided (a decision never sees its own transaction).
+//!
+//! Cost: each worker reads and decodes the whole topic once more (the merchant windows do not
+//! scale out with the workers; the account state and the scoring do), and a decision waits for
+//! the slowest partition's transactions up to its time (in a live stream, the skew between
+//! partitions: milliseconds; `fraud_merchant_sync_wait_seconds`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::decode::decode;
+use crate::engine::Engine;
+use crate::metrics::MerchantTableMetrics;
+use crate::state::{key_of, lock};
+
+/// Transactions buffered per partition by the feed before it pauses that partition.
+const FEED_BUFFER: usize = 4096;
+
+/// How long the feed waits for a partition that is neither at its end nor buffered (its next
+/// transaction may be earlier than the others') before it merges without it.
+const FEED_PARTITION_IDLE: Duration = Duration::from_millis(200);
+
+/// Where one partition task of this worker stands, for the feed.
+#[derive(Debug)]
+pub(super) struct TaskClock {
+    partition: i32,
+    /// Event time of the transaction the task decides next (`i64::MIN`: not known yet).
+    next_ts: AtomicI64,
+    /// Offset of the transaction it decides next: the earlier ones are decided or warmed up.
+    next_offset: AtomicI64,
+    /// Messages routed to the task and not decided yet.
+    pending: AtomicI64,
+    /// The group consumer has read the partition to its end.
+    at_end: AtomicBool,
+}
+
+impl TaskClock {
+    fn new(partition: i32, at_end: bool) -> TaskClock {
+        TaskClock {
+            partition,
+            next_ts: AtomicI64::new(i64::MIN),
+            next_offset: AtomicI64::new(-1),
+            pending: AtomicI64::new(0),
+            at_end: AtomicBool::new(at_end),
+        }
+    }
+
+    /// A message of the partition was routed to the task.
+    pub(super) fn routed(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.at_end.store(false, Ordering::Release);
+    }
+
+    /// The group consumer reached the partition's end.
+    pub(super) fn reached_end(&self) {
+        self.at_end.store(true, Ordering::Release);
+    }
+
+    /// Whether the feed may apply a transaction of `partition` at `offset`, `ts`.
+    fn allows(&self, partition: i32, offset: i64, ts: i64) -> bool {
+        if self.partition == partition {
+            return self.next_offset.load(Ordering::Acquire) > offset;
+        }
+        let idle = self.at_end.load(Ordering::Acquire) && self.pending.load(Ordering::Acquire) <= 0;
+        idle || self.next_ts.load(Ordering::Acquire) >= ts
+    }
+}
+
+/// What the feed and the partition tasks of one worker share.
+pub(crate) struct MerchantSync {
+    clocks: Mutex<HashMap<i32, Arc<TaskClock>>>,
+    /// Every transaction of every partition before this event time is applied (`i64::MAX`:
+    /// every partition read to its end).
+    low: AtomicI64,
+    /// The group's first assignment has been received (before it, the feed waits: it does not
+    /// know yet where the tasks will start).
+    joined: AtomicBool,
+    /// The feed moved `low`.
+    advanced: Notify,
+    /// A task moved (the feed waits on it when nothing else is to do).
+    moved: (Mutex<()>, Condvar),
+    moved_flag: AtomicBool,
+    feed_waiting: AtomicBool,
+    max_wait: Duration,
+    metrics: MerchantTableMetrics,
+}
+
+impl MerchantSync {
+    pub(super) fn new(max_wait: Duration, metrics: MerchantTableMetrics) -> MerchantSync {
+        MerchantSync {
+            clocks: Mutex::default(),
+            low: AtomicI64::new(i64::MIN),
+            joined: AtomicBool::new(false),
+            advanced: Notify::new(),
+            moved: (Mutex::new(()), Condvar::new()),
+            moved_flag: AtomicBool::new(false),
+            feed_waiting: AtomicBool::new(false),
+            max_wait,
+            metrics,
+        }
+    }
+
+    /// A partition was assigned: its task's clock holds the feed back from now on.
+    pub(super) fn assigned(&self, partition: i32) {
+        let mut clocks = lock(&self.clocks);
+        let at_end = clocks
+            .get(&partition)
+            .is_some_and(|c| c.at_end.load(Ordering::Acquire));
+        clocks.insert(partition, Arc::new(TaskClock::new(partition, at_end)));
+    }
+
+    /// The group's assignment is known (possibly empty).
+    pub(super) fn joined(&self) {
+        self.joined.store(true, Ordering::Release);
+        self.wake_feed();
+    }
+
+    /// A partition was revoked: it no longer holds the feed back.
+    pub(super) fn revoked(&self, partition: i32) {
+        lock(&self.clocks).remove(&partition);
+        self.wake_feed();
+    }
+
+    /// The group consumer reached the end of `partition`.
+    pub(super) fn reached_end(&self, partition: i32) {
+        if let Some(c) = lock(&self.clocks).get(&partition) {
+            c.reached_end();
+        }
+        self.wake_feed();
+    }
+
+    /// The clock of an assigned partition.
+    pub(super) fn clock(&self, partition: i32) -> Option<Arc<TaskClock>> {
+        lock(&self.clocks).get(&partition).cloned()
+    }
+
+    /// Tells the feed that a task moved (an atomic store; a notify only while it sleeps).
+    fn wake_feed(&self) {
+        self.moved_flag.store(true, Ordering::SeqCst);
+        if self.feed_waiting.load(Ordering::SeqCst) {
+            let (m, cv) = &self.moved;
+            let _g = lock(m);
+            cv.notify_one();
+        }
+    }
+
+    /// A warm-up applied the partition's transaction at `offset`, `ts` to the accounts.
+    pub(super) fn warmed(&self, clock: &TaskClock, offset: i64, ts: i64) {
+        clock.next_ts.fetch_max(ts, Ordering::AcqRel);
+        clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
+        self.wake_feed();
+    }
+
+    /// Waits until the merchant windows hold every transaction before `ts` (the task is about
+    /// to decide its transaction at `offset`), at most `state.merchant_sync_max_wait_ms`.
+    pub(super) async fn wait_for(
+        &self,
+        clock: &TaskClock,
+        offset: i64,
+        ts: i64,
+        stop: &CancellationToken,
+    ) {
+        clock.next_offset.store(offset, Ordering::Release);
+        clock.next_ts.store(ts, Ordering::Release);
+        self.wake_feed();
+        if self.low.load(Ordering::Acquire) >= ts {
+            return;
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        loop {
+            let advanced = self.advanced.notified();
+            if self.low.load(Ordering::Acquire) >= ts {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = advanced => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.metrics.timeouts.inc();
+                    break;
+                }
+            }
+        }
+        self.metrics.wait.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The task decided its transaction at `offset`: the feed may apply it.
+    pub(super) fn decided(&self, clock: &TaskClock, offset: i64) {
+        clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
+        clock.pending.fetch_sub(1, Ordering::AcqRel);
+        self.wake_feed();
+    }
+
+    /// Whether every task of this worker lets the feed apply this transaction.
+    fn allows(&self, clocks: &[Arc<TaskClock>], partition: i32, offset: i64, ts: i64) -> bool {
+        self.joined.load(Ordering::Acquire)
+            && clocks.iter().all(|c| c.allows(partition, offset, ts))
+    }
+
+    fn publish(&self, low: i64) {
+        if self.low.swap(low, Ordering::AcqRel) != low {
+            self.advanced.notify_waiters();
+            if low != i64::MIN && low != i64::MAX {
+                self.metrics.watermark.set(low as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Sleeps until a task moves, at most `wait`.
+    fn park(&self, wait: Duration) {
+        let (m, cv) = &self.moved;
+        let g = lock(m);
+        self.feed_waiting.store(true, Ordering::SeqCst);
+        if !self.moved_flag.swap(false, Ordering::SeqCst) {
+            let _ = cv.wait_timeout(g, wait);
+        }
+        self.feed_waiting.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One buffered transaction: what its merchant's windows need.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: i64,
+    ts: i64,
+    merchant: u64,
+    amount: f32,
+}
+
+#[derive(Debug)]
+struct Part {
+    buf: VecDeque<Entry>,
+    at_end: bool,
+    paused: bool,
+    /// Event time of the last transaction applied (`i64::MIN` before any).
+    last_ts: i64,
+    /// Since when the partition has had nothing buffered without being at its end.
+    empty_since: Option<Instant>,
+}
+
+impl Part {
+    /// The earliest event time this partition may still bring.
+    fn low(&self) -> i64 {
+        match self.buf.front() {
+            Some(e) => e.ts,
+            None if self.at_end => i64::MAX,
+            None => self.last_ts,
+        }
+    }
+}
+
+/// Runs the feed until `token` is cancelled. Blocking: run it on a thread of its own.
+pub(super) fn feed(
+    sync: Arc<MerchantSync>,
+    engine: Arc<Engine>,
+    cfg: Arc<Config>,
+    token: CancellationToken,
+) -> Result<(), KafkaError> {
+    let topic = cfg.topics.transactions.clone();
+    let consumer: BaseConsumer = crate::kafka_client::merchant_feed_consumer(&cfg).create()?;
+    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let ids: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    // From as far back as the partition warm-ups read (by broker time), like them.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let since_ms = now_ms - cfg.state.warmup_secs.saturating_mul(1000) as i64;
+    let mut by_time = TopicPartitionList::new();
+    for &p in &ids {
+        by_time.add_partition_offset(&topic, p, Offset::Offset(since_ms))?;
+    }
+    let found = consumer.offsets_for_times(by_time, Duration::from_secs(10))?;
+    let mut start = TopicPartitionList::new();
+    for &p in &ids {
+        let o = match found.find_partition(&topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Offset::Offset(o),
+            _ => Offset::End,
+        };
+        start.add_partition_offset(&topic, p, o)?;
+    }
+    consumer.assign(&start)?;
+    tracing::info!(
+        topic = %topic,
+        partitions = ids.len(),
+        "Merchant table: reading every partition for the merchant windows."
+    );
+    let mut parts: HashMap<i32, Part> = ids
+        .iter()
+        .map(|&p| {
+            (
+                p,
+                Part {
+                    buf: VecDeque::new(),
+                    at_end: false,
+                    paused: false,
+                    last_ts: i64::MIN,
+                    empty_since: Some(Instant::now()),
+                },
+            )
+        })
+        .collect();
+    let mut errors = 0u32;
+    let mut clocks: Vec<Arc<TaskClock>> = Vec::new();
+    let mut idle = false;
+    while !token.is_cancelled() {
+        sync.moved_flag.store(false, Ordering::SeqCst);
+        // Fill the buffers.
+        let mut got = 0usize;
+        let buffered = parts.values().any(|p| !p.buf.is_empty());
+        // Nothing buffered and nothing new last time: wait for messages a little.
+        let mut wait = if idle && !buffered {
+            Duration::from_millis(5)
+        } else {
+            Duration::ZERO
+        };
+        while got < 2048 {
+            let m = match consumer.poll(wait) {
+                None => break,
+                Some(m) => m,
+            };
+            wait = Duration::ZERO;
+            got += 1;
+            match m {
+                Ok(m) => {
+                    errors = 0;
+                    let Some(part) = parts.get_mut(&m.partition()) else {
+                        continue;
+                    };
+                    part.at_end = false;
+                    part.empty_since = None;
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    if let Ok(tx) = decode(m.payload().unwrap_or_default(), &cfg.input, now_ms) {
+                        part.buf.push_back(Entry {
+                            offset: m.offset(),
+                            ts: tx.ts,
+                            merchant: key_of(&tx.merchant_id),
+                            amount: tx.amount as f32,
+                        });
+                    }
+                    if !part.paused && part.buf.len() >= FEED_BUFFER {
+                        part.paused = true;
+                        set_paused(&consumer, &topic, m.partition(), true);
+                    }
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if let Some(part) = parts.get_mut(&p) {
+                        part.at_end = true;
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    if errors.is_power_of_two() {
+                        tracing::warn!(error = %e, consecutive = errors, "Merchant table: consume error; retrying.");
+                    }
+                    break;
+                }
+            }
+        }
+        // Apply, in event-time order, what every task lets through.
+        clocks.clear();
+        clocks.extend(lock(&sync.clocks).values().cloned());
+        let mut applied = 0u64;
+        loop {
+            let now = Instant::now();
+            let mut head: Option<(i32, Entry)> = None;
+            // A partition with nothing buffered, not at its end, may still bring an earlier
+            // transaction: wait for it a little.
+            let mut unknown_after = i64::MAX;
+            for (&p, part) in parts.iter_mut() {
+                match part.buf.front() {
+                    Some(e) => {
+                        if head.is_none_or(|(_, h)| e.ts < h.ts) {
+                            head = Some((p, *e));
+                        }
+                    }
+                    None if part.at_end => {}
+                    None => {
+                        let since = *part.empty_since.get_or_insert(now);
+                        if now.duration_since(since) < FEED_PARTITION_IDLE {
+                            unknown_after = unknown_after.min(part.last_ts);
+                        }
+                    }
+                }
+            }
+            let Some((p, e)) = head else { break };
+            if e.ts > unknown_after {
+                break;
+            }
+            if !sync.allows(&clocks, p, e.offset, e.ts) {
+                break;
+            }
+            let part = parts.get_mut(&p).expect("head partition");
+            part.buf.pop_front();
+            part.last_ts = e.ts;
+            if part.buf.is_empty() && !part.at_end {
+                part.empty_since = Some(now);
+            }
+            if part.paused && part.buf.len() <= FEED_BUFFER / 2 {
+                part.paused = false;
+                set_paused(&consumer, &topic, p, false);
+            }
+            crate::engine::apply_merchant(&engine.state, e.merchant, e.ts, e.amount);
+            applied += 1;
+        }
+        sync.metrics.events.inc_by(applied);
+        let low = parts.values().map(Part::low).min().unwrap_or(i64::MAX);
+        sync.publish(low);
+        idle = applied == 0 && got == 0;
+        if idle && parts.values().any(|p| !p.buf.is_empty()) {
+            // Held back by a task: sleep until one moves.
+            sync.park(Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+fn set_paused(consumer: &BaseConsumer, topic: &str, partition: i32, pause: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let r = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = r {
+        tracing::debug!(partition, pause, error = %e, "Merchant table: pause/resume failed.");
+    }
+}
