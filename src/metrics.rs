@@ -10,6 +10,10 @@
 //! | `fraud_late_events_total` | counter | |
 //! | `fraud_labels_total` | counter | outcome |
 //! | `fraud_state_warmup_events_total` | counter | |
+//! | `fraud_merchant_table_events_total` | counter | |
+//! | `fraud_merchant_table_watermark_seconds` | gauge | |
+//! | `fraud_merchant_sync_wait_seconds` | histogram | |
+//! | `fraud_merchant_sync_timeouts_total` | counter | |
 //! | `fraud_processing_duration_seconds` | histogram | |
 //! | `fraud_model_inference_duration_seconds` | histogram | |
 //! | `fraud_event_lag_seconds` | histogram | |
