@@ -10,6 +10,7 @@
 //! | `fraud_late_events_total` | counter | |
 //! | `fraud_labels_total` | counter | outcome |
 //! | `fraud_state_warmup_events_total` | counter | |
+//! | `fraud_state_warmup_duration_seconds` | histogram | |
 //! | `fraud_merchant_table_events_total` | counter | |
 //! | `fraud_merchant_table_watermark_seconds` | gauge | |
 //! | `fraud_merchant_sync_wait_seconds` | histogram | |
@@ -51,6 +52,8 @@ pub const LATE_EVENTS: &str = "fraud_late_events_total";
 pub const LABELS: &str = "fraud_labels_total";
 /// Events applied to state from a partition's history before its first decision.
 pub const WARMUP_EVENTS: &str = "fraud_state_warmup_events_total";
+/// Time a partition's warm-up (state restore) took.
+pub const WARMUP_DURATION: &str = "fraud_state_warmup_duration_seconds";
 /// Time from message received to decision delivered and offset stored.
 pub const PROCESSING_DURATION: &str = "fraud_processing_duration_seconds";
 /// Time in the model.
@@ -144,6 +147,7 @@ pub struct Metrics {
     late: IntCounter,
     labels: IntCounterVec,
     warmup: IntCounter,
+    warmup_duration: Histogram,
     /// Processing time.
     pub processing: Histogram,
     /// Inference time.
@@ -239,6 +243,13 @@ impl Metrics {
             WARMUP_EVENTS,
             "Events applied to state from partition history before the first decision.",
         )?;
+        let warmup_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                WARMUP_DURATION,
+                "Seconds a partition's state warm-up (restore) took before its first decision.",
+            )
+            .buckets(vec![0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        )?;
         let processing = Histogram::with_opts(
             HistogramOpts::new(
                 PROCESSING_DURATION,
@@ -319,6 +330,7 @@ impl Metrics {
         registry.register(Box::new(late.clone()))?;
         registry.register(Box::new(labels.clone()))?;
         registry.register(Box::new(warmup.clone()))?;
+        registry.register(Box::new(warmup_duration.clone()))?;
         registry.register(Box::new(processing.clone()))?;
         registry.register(Box::new(inference.clone()))?;
         registry.register(Box::new(event_lag.clone()))?;
@@ -355,6 +367,7 @@ impl Metrics {
             late,
             labels,
             warmup,
+            warmup_duration,
             processing,
             inference,
             event_lag,
@@ -410,8 +423,9 @@ impl Metrics {
     }
 
     /// Events replayed into state by a warm-up.
-    pub fn warmed_up(&self, n: u64) {
+    pub fn warmed_up(&self, n: u64, seconds: f64) {
         self.warmup.inc_by(n);
+        self.warmup_duration.observe(seconds);
     }
 
     /// State size.

@@ -206,7 +206,9 @@ impl PartitionTask {
         .await;
         match r {
             Ok(Ok(n)) => {
-                self.shared.metrics.warmed_up(n);
+                self.shared
+                    .metrics
+                    .warmed_up(n, started.elapsed().as_secs_f64());
                 tracing::info!(
                     partition = self.partition,
                     events = n,

@@ -134,3 +134,88 @@ async fn four_partitions_one_or_two_workers_alert_like_score() {
     let (two, _) = alerts_of(&cfg, 2, end).await;
     assert_within_one_percent("two workers", &expected, &two);
 }
+
+/// Waits until the group's committed offsets add up to `end`.
+async fn wait_committed(cfg: &Config, end: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (g, t) = (cfg.kafka.group_id.clone(), cfg.topics.transactions.clone());
+        let done = tokio::task::spawn_blocking(move || committed(&g, &t, PARTITIONS))
+            .await
+            .expect("join");
+        let sum: i64 = done.values().map(|o| (*o).max(0)).sum();
+        if sum >= end {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group committed {sum} of {end} offsets in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A worker stopped half-way and started again rebuilds its state (warm-up of its partitions,
+/// merchant table) and goes on deciding like `score` over the whole file: the restart is ready
+/// within 10 s, and the alerts of both runs together are those of a fault-free run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_rebuilds_its_state_and_decides_like_score() {
+    let dir = generated("restart-state", 1_500, 30);
+    let tx_path = dir.join("transactions.jsonl");
+    let mut cfg = test_config("restart-state", PARTITIONS);
+    cfg.model.threshold = Some(0.97);
+    let expected = score_alerts(&cfg, &tx_path);
+    assert!(expected.len() >= 200, "{} alerts", expected.len());
+    create_topics(&cfg).await;
+    let lines = file_lines(&tx_path);
+    let half = lines.len() / 2;
+    produce_lines(&cfg.topics.transactions, &lines[..half]).await;
+
+    let w = Worker::start(&cfg);
+    wait_committed(&cfg, half as i64, Duration::from_secs(240)).await;
+    let first = w.metric("fraud_decisions_total{decision=\"alert\"}").await;
+    w.stop().await;
+
+    produce_lines(&cfg.topics.transactions, &lines[half..]).await;
+    let started = Instant::now();
+    let w = Worker::start(&cfg);
+    w.owns_partitions(Duration::from_secs(60)).await;
+    let ready_after = started.elapsed();
+    let warmed = w.metric("fraud_state_warmup_events_total").await;
+    wait_committed(&cfg, lines.len() as i64, Duration::from_secs(240)).await;
+    let second = w.metric("fraud_decisions_total{decision=\"alert\"}").await;
+    w.stop().await;
+    eprintln!(
+        "restart: ready in {:.2} s after warming up {warmed} transactions",
+        ready_after.as_secs_f64()
+    );
+    assert!(
+        warmed as usize >= half,
+        "the restart replays the first half into state: {warmed} of {half}"
+    );
+    assert!(
+        ready_after < Duration::from_secs(10),
+        "ready after {ready_after:?}"
+    );
+
+    let topic = cfg.topics.alerts.clone();
+    let want = (first + second) as usize;
+    let got =
+        tokio::task::spawn_blocking(move || read_topic(&topic, want, Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let ids: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("alert is JSON");
+            v["tx_id"].as_str().expect("tx_id").to_string()
+        })
+        .collect();
+    let set: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(
+        ids.len(),
+        set.len(),
+        "a clean restart writes no alert twice"
+    );
+    assert_within_one_percent("restart half-way", &expected, &set);
+}
