@@ -227,12 +227,15 @@ impl MerchantSync {
             && clocks.iter().all(|c| c.allows(partition, offset, ts))
     }
 
-    fn publish(&self, low: i64) {
+    /// Publishes the low watermark; the gauge shows it, or `newest` (the latest event time
+    /// applied) once every partition is read to its end.
+    fn publish(&self, low: i64, newest: i64) {
         if self.low.swap(low, Ordering::AcqRel) != low {
             self.advanced.notify_waiters();
-            if low != i64::MIN && low != i64::MAX {
-                self.metrics.watermark.set(low as f64 / 1000.0);
-            }
+        }
+        let shown = if low == i64::MAX { newest } else { low };
+        if shown != i64::MIN && shown != i64::MAX {
+            self.metrics.watermark.set(shown as f64 / 1000.0);
         }
     }
 
@@ -437,7 +440,8 @@ pub(super) fn feed(
         }
         sync.metrics.events.inc_by(applied);
         let low = parts.values().map(Part::low).min().unwrap_or(i64::MAX);
-        sync.publish(low);
+        let newest = parts.values().map(|p| p.last_ts).max().unwrap_or(i64::MIN);
+        sync.publish(low, newest);
         idle = applied == 0 && got == 0;
         if idle && parts.values().any(|p| !p.buf.is_empty()) {
             // Held back by a task: sleep until one moves.
