@@ -282,7 +282,43 @@ impl Part {
     }
 }
 
-/// Runs the feed until `token` is cancelled. Blocking: run it on a thread of its own.
+/// Assigns `consumer` to every partition of `topic` from `state.warmup_secs` ago (by message
+/// timestamp, like the partition warm-ups); returns the partitions.
+fn start(consumer: &BaseConsumer, topic: &str, cfg: &Config) -> Result<Vec<i32>, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let ids: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if ids.is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let since_ms = now_ms - cfg.state.warmup_secs.saturating_mul(1000) as i64;
+    let mut by_time = TopicPartitionList::new();
+    for &p in &ids {
+        by_time.add_partition_offset(topic, p, Offset::Offset(since_ms))?;
+    }
+    let found = consumer.offsets_for_times(by_time, Duration::from_secs(10))?;
+    let mut start = TopicPartitionList::new();
+    for &p in &ids {
+        let o = match found.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Offset::Offset(o),
+            _ => Offset::End,
+        };
+        start.add_partition_offset(topic, p, o)?;
+    }
+    consumer.assign(&start)?;
+    Ok(ids)
+}
+
+/// Runs the feed until `token` is cancelled. Blocking: run it on a thread of its own. Start-up
+/// errors (a topic just created has no leader yet, the broker is down) are retried; once it
+/// runs, consume errors are logged and retried.
 pub(super) fn feed(
     sync: Arc<MerchantSync>,
     engine: Arc<Engine>,
@@ -291,30 +327,26 @@ pub(super) fn feed(
 ) -> Result<(), KafkaError> {
     let topic = cfg.topics.transactions.clone();
     let consumer: BaseConsumer = crate::kafka_client::merchant_feed_consumer(&cfg).create()?;
-    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let ids: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    // From as far back as the partition warm-ups read (by broker time), like them.
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let since_ms = now_ms - cfg.state.warmup_secs.saturating_mul(1000) as i64;
-    let mut by_time = TopicPartitionList::new();
-    for &p in &ids {
-        by_time.add_partition_offset(&topic, p, Offset::Offset(since_ms))?;
-    }
-    let found = consumer.offsets_for_times(by_time, Duration::from_secs(10))?;
-    let mut start = TopicPartitionList::new();
-    for &p in &ids {
-        let o = match found.find_partition(&topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Offset::Offset(o),
-            _ => Offset::End,
-        };
-        start.add_partition_offset(&topic, p, o)?;
-    }
-    consumer.assign(&start)?;
+    let mut failures = 0u32;
+    let ids = loop {
+        match start(&consumer, &topic, &cfg) {
+            Ok(ids) => break ids,
+            Err(e) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(error = %e, attempts = failures, "Merchant table: cannot start yet; retrying.");
+                }
+                let backoff = Duration::from_millis(100u64 << failures.min(6));
+                let until = Instant::now() + backoff;
+                while Instant::now() < until {
+                    if token.is_cancelled() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    };
     tracing::info!(
         topic = %topic,
         partitions = ids.len(),

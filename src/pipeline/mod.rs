@@ -135,7 +135,8 @@ pub async fn run(
         let (engine, cfg, token) = (engine.clone(), cfg.clone(), token.clone());
         let health = health.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = merchants::feed(sync, engine, cfg, token.clone()) {
+            let r = merchants::feed(sync, engine, cfg, token.clone());
+            if let Err(e) = &r {
                 tracing::error!(error = %e, "Merchant table stopped.");
                 health.set_problem(
                     "merchant table",
@@ -143,6 +144,7 @@ pub async fn run(
                 );
                 token.cancel();
             }
+            r
         })
     });
     let (rebalancer, events) = Rebalancer::new(
@@ -224,7 +226,15 @@ pub async fn run(
         failure.get_or_insert(PipelineError::Join(e.to_string()));
     }
     if let Some(feed) = feed {
-        let _ = feed.await;
+        match feed.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(PipelineError::Kafka(e));
+            }
+            Err(e) => {
+                failure.get_or_insert(PipelineError::Join(e.to_string()));
+            }
+        }
     }
     let _ = gauge.await;
     let _ = watcher.await;
