@@ -1,5 +1,6 @@
 //! Tests of the parent module.
 use super::*;
+use crate::ranking::average_precision;
 
 /// splitmix64: a tiny deterministic generator for test data.
 struct Rng(u64);
@@ -43,20 +44,6 @@ fn synth(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
         x.extend(r.iter().map(|v| *v as f32));
     }
     (x, y)
-}
-
-fn average_precision(scores: &[f32], y: &[bool]) -> f64 {
-    let mut idx: Vec<usize> = (0..y.len()).collect();
-    idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    let n_pos = y.iter().filter(|v| **v).count();
-    let (mut tp, mut ap) = (0usize, 0.0f64);
-    for (rank, i) in idx.iter().enumerate() {
-        if y[*i] {
-            tp += 1;
-            ap += tp as f64 / (rank + 1) as f64;
-        }
-    }
-    ap / n_pos.max(1) as f64
 }
 
 /// Weighted logistic regression by full-batch gradient descent on standardised features.
