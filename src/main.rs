@@ -83,8 +83,9 @@ fn main() -> ExitCode {
 }
 
 /// `train`'s flags, checked (an error here exits 2).
-fn train_options(a: &TrainArgs) -> Result<train::TrainOptions, String> {
-    let ts = |flag: &str, v: &str| parse_ts(v).map_err(|e| format!("--{flag}: {e}"));
+fn train_options(a: &TrainArgs) -> Result<train::TrainOptions, CliError> {
+    let ts =
+        |flag: &str, v: &str| parse_ts(v).map_err(|e| CliError::usage(format!("--{flag}: {e}")));
     let kind = match a.kind {
         Some(KindArg::Iforest) => ModelKind::Iforest,
         Some(KindArg::Kmeans) => ModelKind::Kmeans,
@@ -299,13 +300,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let opts = match train_options(&a) {
-                Ok(o) => o,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
+            let opts = train_options(&a)?;
             let t = std::time::Instant::now();
             let r = match train::train(&opts, &cfg.state, &cfg.input) {
                 Ok(r) => r,

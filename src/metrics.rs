@@ -395,8 +395,13 @@ impl Metrics {
         self.discarded.with_label_values(&[reason]).inc();
     }
 
-    /// An error in a stage.
+    /// An error in a stage; `code` is one of [`ERROR_CODES`] (checked in debug builds, so a
+    /// new code cannot reach the label set without being listed there and in the README).
     pub fn error(&self, stage: &str, code: &str) {
+        debug_assert!(
+            ERROR_CODES.contains(&code),
+            "error_code {code:?} is not in metrics::ERROR_CODES"
+        );
         self.errors.with_label_values(&[stage, code]).inc();
     }
 
@@ -676,6 +681,28 @@ mod tests {
         );
         assert!(text.contains("fraud_messages_discarded_total{reason=\"not_json\"} 0"));
         assert!(text.contains("model_version=\"v1\""));
+    }
+
+    /// Every code of the fixed set starts at 0 (dashboards show 0, not "no data"), and no
+    /// other code does.
+    #[test]
+    fn every_error_code_starts_at_zero() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        let text = m.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{ERRORS}{{")))
+            .collect();
+        assert_eq!(series.len(), ERROR_CODES.len(), "{series:?}");
+        for code in ERROR_CODES {
+            let needle = format!("error_code=\"{code}\"");
+            assert!(
+                series
+                    .iter()
+                    .any(|l| l.contains(&needle) && l.ends_with(" 0")),
+                "{code}: {series:?}"
+            );
+        }
     }
 
     /// A revoked partition's lag series disappears.

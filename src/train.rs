@@ -18,7 +18,7 @@ use crate::decode::format_ts;
 use crate::features::FeatureVector;
 use crate::model::supervised::{self, average_precision, Kind, Split, ThresholdTarget};
 use crate::model::training::TrainMeta;
-use crate::model::{iforest, kmeans, Model, ModelBody, ModelError, Predict};
+use crate::model::{iforest, kmeans, FitError, Model, ModelBody, ModelError, Predict};
 use crate::replay::{self, ReplayError, ReplaySummary};
 use crate::state::feedback::MAX_DELAY_DAYS;
 
@@ -179,6 +179,15 @@ fn check(o: &TrainOptions) -> Result<i64, TrainError> {
     }
     if o.clusters == 0 {
         return bad("--clusters must be at least 1".into());
+    }
+    // Checked here, before the files are read (iforest::inputs_for checks again).
+    let unknown = o.anomaly_inputs.iter().flatten().find(|n| {
+        !crate::features::FEATURES
+            .iter()
+            .any(|d| d.name == n.as_str())
+    });
+    if let Some(name) = unknown {
+        return bad(FitError::UnknownInput { name: name.clone() }.to_string());
     }
     // Whole days, rounded up: the fraud rates read whole days.
     Ok((o.label_delay_ms + DAY_MS - 1) / DAY_MS)

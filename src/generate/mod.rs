@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::progress::Progress;
 use output::{write_label, write_tx, Out};
 use patterns::{Sim, Stats};
 use world::{MAX_ACCOUNTS, MAX_DAYS, MAX_MERCHANTS};
@@ -95,8 +96,23 @@ pub enum GenerateError {
 /// Creates `out_dir` if needed and writes `out_dir/transactions.jsonl` and
 /// `out_dir/labels.jsonl`, replacing existing files. Returns how many
 /// transactions, frauds and labels were written.
+///
+/// Shows its progress on stderr by simulated day (see [`crate::progress`]): a bar with total and
+/// ETA on a terminal, a quiet line every few seconds otherwise.
 pub fn generate(opts: &GenerateOptions, out_dir: &Path) -> Result<GenerateSummary, GenerateError> {
-    let stats = run(opts, out_dir)?;
+    let progress = Progress::new("generate", Some(u64::from(opts.days)), "days");
+    let summary = generate_with(opts, out_dir, &progress);
+    progress.finish();
+    summary
+}
+
+/// [`generate`], reporting each simulated day to `progress`.
+pub fn generate_with(
+    opts: &GenerateOptions,
+    out_dir: &Path,
+    progress: &Progress,
+) -> Result<GenerateSummary, GenerateError> {
+    let stats = run(opts, out_dir, progress)?;
     let frauds = stats.frauds.iter().sum();
     Ok(GenerateSummary {
         transactions: stats.transactions,
@@ -156,7 +172,11 @@ fn validate(opts: &GenerateOptions) -> Result<(), GenerateError> {
     )
 }
 
-fn run(opts: &GenerateOptions, out_dir: &Path) -> Result<Stats, GenerateError> {
+fn run(
+    opts: &GenerateOptions,
+    out_dir: &Path,
+    progress: &Progress,
+) -> Result<Stats, GenerateError> {
     validate(opts)?;
     fs::create_dir_all(out_dir).map_err(|source| GenerateError::Io {
         path: out_dir.to_path_buf(),
@@ -179,6 +199,11 @@ fn run(opts: &GenerateOptions, out_dir: &Path) -> Result<Stats, GenerateError> {
                 write_label(&mut labels.w, id, e, f.delay).map_err(|err| labels.err(err))?;
             }
         }
+        progress.set_message(&format!(
+            "({} transactions)",
+            crate::progress::fmt_count(stats.transactions)
+        ));
+        progress.inc(1);
     }
     // Episodes spilling past the last day are cut off, never written.
     stats.episodes = sim.ctx.episodes;

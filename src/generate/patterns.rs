@@ -68,6 +68,35 @@ pub(super) struct Event {
     pub(super) fraud: Option<Fraud>,
 }
 
+impl Event {
+    /// A transaction at `place` (country, latitude, longitude); [`Ctx::push`] numbers it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ts: i64,
+        account: u32,
+        merchant: u32,
+        cents: i64,
+        channel: Channel,
+        device: u64,
+        place: (u8, f64, f64),
+        fraud: Option<Fraud>,
+    ) -> Event {
+        Event {
+            ts,
+            seq: 0,
+            account,
+            merchant,
+            cents,
+            channel,
+            device,
+            country: place.0,
+            lat: place.1,
+            lon: place.2,
+            fraud,
+        }
+    }
+}
+
 pub(super) struct Compromise {
     pub(super) merchant: u32,
     pub(super) share: f64,
@@ -243,19 +272,9 @@ pub(super) fn genuine_tx(idx: u32, acc: &Account, world: &World, ctx: &mut Ctx) 
         _ => acc.device,
     };
     let cents = world.amount(rng, merchant, acc.mu, TX_SIGMA, 1.0);
-    ctx.push(Event {
-        ts,
-        seq: 0,
-        account: idx,
-        merchant,
-        cents,
-        channel,
-        device,
-        country: place.0,
-        lat: place.1,
-        lon: place.2,
-        fraud: None,
-    });
+    ctx.push(Event::new(
+        ts, idx, merchant, cents, channel, device, place, None,
+    ));
 }
 
 /// Pattern 1: a bot tests a compromised card with tiny amounts at several
@@ -288,19 +307,9 @@ pub(super) fn card_testing(idx: u32, acc: &mut Account, world: &World, ctx: &mut
         used.push(merchant);
         let cents = rng.gen_range(50..=500);
         let fraud = ctx.fraud(Pattern::CardTesting);
-        ctx.push(Event {
-            ts,
-            seq: 0,
-            account: idx,
-            merchant,
-            cents,
-            channel,
-            device: dev,
-            country: place.0,
-            lat: place.1,
-            lon: place.2,
-            fraud,
-        });
+        ctx.push(Event::new(
+            ts, idx, merchant, cents, channel, dev, place, fraud,
+        ));
     }
     ts += 300 + exponential(&mut ctx.rng, 900.0) as i64;
     let big = ctx.rng.gen_range(1..=3);
@@ -314,19 +323,16 @@ pub(super) fn card_testing(idx: u32, acc: &mut Account, world: &World, ctx: &mut
         let cents = (lognormal(rng, 350f64.ln(), 0.6).clamp(120.0, 3_000.0) * 100.0).round() as i64;
         let place = world.ip_place(rng, attacker);
         let fraud = ctx.fraud(Pattern::CardTesting);
-        ctx.push(Event {
+        ctx.push(Event::new(
             ts,
-            seq: 0,
-            account: idx,
+            idx,
             merchant,
             cents,
-            channel: Channel::Ecom,
+            Channel::Ecom,
             device,
-            country: place.0,
-            lat: place.1,
-            lon: place.2,
+            place,
             fraud,
-        });
+        ));
     }
     acc.quiet_until = ts + QUIET_AFTER_FRAUD;
 }
@@ -358,19 +364,16 @@ pub(super) fn account_takeover(idx: u32, acc: &mut Account, world: &World, ctx: 
         let cents = ((eur * 100.0).round() as i64).max(100);
         let place = world.ip_place(rng, attacker);
         let fraud = ctx.fraud(Pattern::AccountTakeover);
-        ctx.push(Event {
+        ctx.push(Event::new(
             ts,
-            seq: 0,
-            account: idx,
+            idx,
             merchant,
             cents,
-            channel: Channel::Ecom,
+            Channel::Ecom,
             device,
-            country: place.0,
-            lat: place.1,
-            lon: place.2,
+            place,
             fraud,
-        });
+        ));
         last = ts;
     }
     acc.quiet_until = last + QUIET_AFTER_FRAUD;
@@ -418,19 +421,9 @@ pub(super) fn stolen_card_day(
         let mult = uniform(rng, 3.0, 6.0);
         let cents = world.amount(rng, merchant, acc.mu, 0.5, mult);
         let fraud = ctx.fraud(Pattern::StolenCard);
-        ctx.push(Event {
-            ts,
-            seq: 0,
-            account: idx,
-            merchant,
-            cents,
-            channel,
-            device,
-            country: place.0,
-            lat: place.1,
-            lon: place.2,
-            fraud,
-        });
+        ctx.push(Event::new(
+            ts, idx, merchant, cents, channel, device, place, fraud,
+        ));
     }
 }
 
@@ -684,19 +677,16 @@ impl Sim {
                 let cents = world.amount(&mut ctx.rng, c.merchant, mu, TX_SIGMA, 1.0);
                 let place = world.merchant_place(c.merchant);
                 let fraud = ctx.fraud(Pattern::CompromisedMerchant);
-                ctx.push(Event {
+                ctx.push(Event::new(
                     ts,
-                    seq: 0,
-                    account: victim as u32,
-                    merchant: c.merchant,
+                    victim as u32,
+                    c.merchant,
                     cents,
                     channel,
                     device,
-                    country: place.0,
-                    lat: place.1,
-                    lon: place.2,
+                    place,
                     fraud,
-                });
+                ));
             }
         }
     }

@@ -153,7 +153,12 @@ fn labels_point_to_earlier_fraud_transactions() {
 fn fraud_rate_within_band_and_all_patterns_present() {
     for seed in [1, 2, 3] {
         let dir = tmp(&format!("rate-{seed}"));
-        let stats = run(&opts(2_000, 200, 60, seed), &dir).expect("run");
+        let stats = run(
+            &opts(2_000, 200, 60, seed),
+            &dir,
+            &crate::progress::Progress::hidden(),
+        )
+        .expect("run");
         let frauds: u64 = stats.frauds.iter().sum();
         let rate = frauds as f64 / stats.transactions as f64;
         assert!(
@@ -213,7 +218,7 @@ fn measure_large_run() {
     let dir = tmp("large");
     let o = opts(10_000, 1_000, 150, 42);
     let t0 = std::time::Instant::now();
-    let stats = run(&o, &dir).expect("run");
+    let stats = run(&o, &dir, &crate::progress::Progress::hidden()).expect("run");
     let secs = t0.elapsed().as_secs_f64();
     let mb = |f: &str| fs::metadata(dir.join(f)).map_or(0, |m| m.len()) as f64 / 1e6;
     let frauds: u64 = stats.frauds.iter().sum();
@@ -267,4 +272,15 @@ fn lines_decode_as_the_worker_reads_them() {
         assert!(l.fraud && l.reported_at.is_some(), "{line}");
     }
     let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn progress_counts_simulated_days() {
+    let dir = tmp("progress");
+    let p = crate::progress::Progress::plain("generate", Some(6), "days", std::time::Duration::MAX);
+    generate_with(&opts(50, 10, 6, 1), &dir, &p).expect("run");
+    let line = p.line();
+    assert!(line.starts_with("generate: 6/6 days (100%), "), "{line}");
+    assert!(line.contains("ETA 0s"), "{line}");
+    let _ = fs::remove_dir_all(dir);
 }

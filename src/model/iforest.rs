@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kmeans::{cdf_score, quantiles, threshold_for_rate, QUANTILES};
 use super::training::{fit_scaler, mask, version_of, TrainMeta};
-use super::{standardise, ModelBody, ModelError, Params, TrainInfo};
+use super::{standardise, FitError, ModelBody, ModelError, Params, ParamsError, TrainInfo};
 use crate::features::{FeatureVector, FEATURES, MAX_DIM, N_FEATURES};
 
 /// Windowed features an isolation forest reads (by name), besides the attributes.
@@ -161,15 +161,22 @@ fn densify(
 
 impl IForest {
     /// Checks every reference.
-    pub fn new(p: &IForestParams, dim: usize) -> Result<IForest, String> {
+    pub fn new(p: &IForestParams, dim: usize) -> Result<IForest, ParamsError> {
         if p.trees.is_empty() {
-            return Err("isolation forest has no trees".into());
+            return Err(ParamsError::NoTrees {
+                model: "isolation forest",
+            });
         }
-        if p.score_quantiles.len() != QUANTILES || p.score_quantiles.windows(2).any(|w| w[0] > w[1])
-        {
-            return Err(format!(
-                "isolation forest needs {QUANTILES} ascending score quantiles"
-            ));
+        let ascending = !p.score_quantiles.windows(2).any(|w| w[0] > w[1]);
+        if p.score_quantiles.len() != QUANTILES || !ascending {
+            return Err(ParamsError::Quantiles {
+                model: "isolation forest",
+                what: "score",
+                field: "score_quantiles",
+                len: p.score_quantiles.len(),
+                expected: QUANTILES,
+                ascending,
+            });
         }
         for (t, tree) in p.trees.iter().enumerate() {
             for (i, n) in tree.iter().enumerate() {
@@ -178,7 +185,16 @@ impl IForest {
                         || n.left as usize <= i
                         || n.left as usize + 1 >= tree.len())
                 {
-                    return Err(format!("isolation tree {t} has a node out of range"));
+                    return Err(ParamsError::NodeOutOfRange {
+                        model: "isolation",
+                        tree: t,
+                        node: i,
+                        feature: n.feature,
+                        left: n.left,
+                        right: n.left.saturating_add(1),
+                        nodes: tree.len(),
+                        inputs: dim,
+                    });
                 }
             }
         }
@@ -189,9 +205,11 @@ impl IForest {
             .max()
             .unwrap_or(0);
         if depth > DENSE_MAX_DEPTH || dim > usize::from(u8::MAX) {
-            return Err(format!(
-                "isolation trees deeper than {DENSE_MAX_DEPTH} or over 255 inputs are not supported"
-            ));
+            return Err(ParamsError::TooDeep {
+                max_depth: DENSE_MAX_DEPTH,
+                depth,
+                inputs: dim,
+            });
         }
         let (inner, leaves) = ((1usize << depth) - 1, 1usize << depth);
         let mut feat = vec![0u8; inner * p.trees.len()];
@@ -347,11 +365,10 @@ pub fn inputs_for(
     };
     let mut v = Vec::with_capacity(names.len() + dim.saturating_sub(N_FEATURES));
     for n in &names {
-        let i = FEATURES.iter().position(|d| d.name == n).ok_or_else(|| {
-            ModelError::Train(format!(
-                "--anomaly-inputs: {n:?} is not a feature (see the README's feature table)"
-            ))
-        })?;
+        let i = FEATURES
+            .iter()
+            .position(|d| d.name == n)
+            .ok_or_else(|| FitError::UnknownInput { name: n.clone() })?;
         v.push(i as u32);
     }
     v.extend((N_FEATURES..dim).map(|i| i as u32));
@@ -424,15 +441,15 @@ pub fn train(
     let dim = N_FEATURES + meta.attributes.len();
     let alert_rate = meta.alert_rate;
     if !(0.0..1.0).contains(&alert_rate) || alert_rate == 0.0 {
-        return Err(ModelError::Train(format!(
-            "alert rate {alert_rate} must be in (0, 1)"
-        )));
+        return Err(FitError::AlertRate { value: alert_rate }.into());
     }
     if rows.len() < SAMPLE {
-        return Err(ModelError::Train(format!(
-            "{} rows is too few for an isolation forest (need at least {SAMPLE})",
-            rows.len()
-        )));
+        return Err(FitError::TooFewRows {
+            rows: rows.len(),
+            need: SAMPLE,
+            model: "an isolation forest".to_string(),
+        }
+        .into());
     }
     let mut scaler = fit_scaler(rows, dim);
     mask(&mut scaler, meta);
@@ -465,7 +482,7 @@ pub fn train(
         inputs,
         score_quantiles: vec![0.0; QUANTILES],
     };
-    let f = IForest::new(&provisional, dim).map_err(ModelError::Train)?;
+    let f = IForest::new(&provisional, dim).map_err(FitError::from)?;
     let q = quantiles(
         (0..rows.len())
             .map(|i| f.anomaly(&z[i * dim..(i + 1) * dim]))

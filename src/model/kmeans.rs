@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::training::{fit_scaler, mask, version_of, TrainMeta};
-use super::{standardise, ModelBody, ModelError, Params, Scaler, TrainInfo};
+use super::{standardise, FitError, ModelBody, ModelError, Params, ParamsError, Scaler, TrainInfo};
 use crate::features::{FeatureVector, MAX_DIM};
 
 /// Quantiles of the training distances kept in the file (0, 0.1%, ..., 100%).
@@ -40,19 +40,31 @@ pub struct Scorer {
 
 impl Scorer {
     /// Checks the shapes.
-    pub fn new(p: &KMeansParams, scaler: &Scaler) -> Result<Scorer, String> {
+    pub fn new(p: &KMeansParams, scaler: &Scaler) -> Result<Scorer, ParamsError> {
         let dim = scaler.mean.len();
-        if p.centroids.is_empty() || p.centroids.iter().any(|c| c.len() != dim) {
-            return Err(format!(
-                "kmeans needs at least one centroid of {dim} values"
-            ));
+        let bad = p
+            .centroids
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.len() != dim)
+            .map(|(i, c)| (i, c.len()));
+        if p.centroids.is_empty() || bad.is_some() {
+            return Err(ParamsError::Centroids {
+                inputs: dim,
+                centroids: p.centroids.len(),
+                bad,
+            });
         }
-        if p.distance_quantiles.len() != QUANTILES
-            || p.distance_quantiles.windows(2).any(|w| w[0] > w[1])
-        {
-            return Err(format!(
-                "kmeans needs {QUANTILES} ascending distance quantiles"
-            ));
+        let ascending = !p.distance_quantiles.windows(2).any(|w| w[0] > w[1]);
+        if p.distance_quantiles.len() != QUANTILES || !ascending {
+            return Err(ParamsError::Quantiles {
+                model: "kmeans",
+                what: "distance",
+                field: "distance_quantiles",
+                len: p.distance_quantiles.len(),
+                expected: QUANTILES,
+                ascending,
+            });
         }
         Ok(Scorer {
             centroids: p.centroids.iter().flatten().copied().collect(),
@@ -165,16 +177,15 @@ pub fn train(
     let seed = meta.seed;
     let dim = crate::features::N_FEATURES + meta.attributes.len();
     if rows.len() < k.max(2) * 10 {
-        return Err(ModelError::Train(format!(
-            "{} rows is too few for {k} clusters (need at least {})",
-            rows.len(),
-            k.max(2) * 10
-        )));
+        return Err(FitError::TooFewRows {
+            rows: rows.len(),
+            need: k.max(2) * 10,
+            model: format!("{k} clusters"),
+        }
+        .into());
     }
     if !(0.0..1.0).contains(&alert_rate) || alert_rate == 0.0 {
-        return Err(ModelError::Train(format!(
-            "alert rate {alert_rate} must be in (0, 1)"
-        )));
+        return Err(FitError::AlertRate { value: alert_rate }.into());
     }
     let mut scaler = fit_scaler(rows, dim);
     mask(&mut scaler, meta);
@@ -197,7 +208,10 @@ pub fn train(
         .max_n_iterations(100)
         .tolerance(1e-4)
         .fit(&dataset)
-        .map_err(|e| ModelError::Train(format!("k-means: {e}")))?;
+        .map_err(|e| FitError::Linfa {
+            model: "k-means",
+            detail: e.to_string(),
+        })?;
     let centroids: Vec<Vec<f32>> = fitted
         .centroids()
         .outer_iter()
@@ -207,7 +221,7 @@ pub fn train(
         centroids: centroids.clone(),
         distance_quantiles: vec![0.0; QUANTILES],
     };
-    let scorer = Scorer::new(&provisional, &scaler).map_err(ModelError::Train)?;
+    let scorer = Scorer::new(&provisional, &scaler).map_err(FitError::from)?;
     let d: Vec<f32> = rows
         .iter()
         .map(|r| {
@@ -272,6 +286,13 @@ mod tests {
             attributes_only: false,
             feedback_delay_days: 7,
         };
-        assert!(matches!(train(&rows, 8, &meta), Err(ModelError::Train(_))));
+        assert!(matches!(
+            train(&rows, 8, &meta),
+            Err(ModelError::Train(FitError::TooFewRows {
+                rows: 10,
+                need: 80,
+                ..
+            }))
+        ));
     }
 }

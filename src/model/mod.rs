@@ -18,6 +18,7 @@
 //! `kmeans` (unsupervised, linfa-clustering), `logistic` (linfa-logistic), `forest` (random
 //! forest, linfa-ensemble + linfa-trees) and `trees` (gradient-boosted trees, [`gbdt`]).
 
+mod error;
 pub mod gbdt;
 pub mod iforest;
 pub mod kmeans;
@@ -34,6 +35,7 @@ use crate::features::{
     MAX_DIM, N_FEATURES,
 };
 use crate::state::feedback::MAX_DELAY_DAYS;
+pub use error::{FitError, ParamsError};
 
 /// The format tag of model files.
 pub const FORMAT: &str = "fraudstream.model.v1";
@@ -78,9 +80,17 @@ pub enum ModelError {
         /// First difference.
         detail: String,
     },
+    /// Parameters that cannot score.
+    #[error("model file {path} is not a {FORMAT} file: {source}")]
+    Params {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: ParamsError,
+    },
     /// Training impossible.
     #[error("cannot train: {0}")]
-    Train(String),
+    Train(#[from] FitError),
 }
 
 /// Per-feature standardisation after the transform.
@@ -342,13 +352,19 @@ impl Model {
                 body.threshold
             )));
         }
+        let params = |source: ParamsError| ModelError::Params {
+            path: path.to_path_buf(),
+            source,
+        };
         let scorer = match &body.params {
-            Params::Kmeans(p) => Scorer::Kmeans(kmeans::Scorer::new(p, &body.scaler).map_err(bad)?),
-            Params::Iforest(p) => Scorer::Iforest(iforest::IForest::new(p, dim).map_err(bad)?),
-            Params::Logistic(p) => {
-                Scorer::Logistic(supervised::Logistic::new(p, dim).map_err(bad)?)
+            Params::Kmeans(p) => {
+                Scorer::Kmeans(kmeans::Scorer::new(p, &body.scaler).map_err(params)?)
             }
-            Params::Forest(p) => Scorer::Forest(supervised::Forest::new(p, dim).map_err(bad)?),
+            Params::Iforest(p) => Scorer::Iforest(iforest::IForest::new(p, dim).map_err(params)?),
+            Params::Logistic(p) => {
+                Scorer::Logistic(supervised::Logistic::new(p, dim).map_err(params)?)
+            }
+            Params::Forest(p) => Scorer::Forest(supervised::Forest::new(p, dim).map_err(params)?),
             Params::Trees(p) => Scorer::Trees(Box::new(p.model.clone())),
         };
         if let Scorer::Trees(t) = &scorer {
@@ -585,6 +601,43 @@ mod tests {
         let e = Model::parse(&text, Path::new("m.json")).unwrap_err();
         assert!(
             e.to_string().contains("feature 2 is \"something_else\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn damaged_parameters_name_the_field_and_value() {
+        let mut body = kmeans::train(&tiny_rows(), 4, &meta()).unwrap();
+        let Params::Kmeans(p) = &mut body.params else {
+            panic!("kmeans")
+        };
+        p.distance_quantiles.truncate(10);
+        let e = Model::from_body(body.clone(), Path::new("m.json")).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ModelError::Params {
+                    source: ParamsError::Quantiles { len: 10, .. },
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "model file m.json is not a fraudstream.model.v1 file: kmeans needs 1001 ascending \
+             distance quantiles: distance_quantiles has 10 values"
+        );
+        let dim = body.dim();
+        body.params = Params::Logistic(supervised::LogisticParams {
+            weights: vec![0.0; 3],
+            intercept: 0.0,
+            alpha: 1.0,
+        });
+        let e = Model::from_body(body, Path::new("m.json")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(&format!("logistic has 3 weights, the model {dim} inputs")),
             "{e}"
         );
     }

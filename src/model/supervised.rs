@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gbdt::{Gbdt, GbdtConfig};
 use super::training::{fit_scaler, mask, version_of, TrainMeta};
-use super::{standardise, ModelBody, ModelError, Params, Scaler, TrainInfo};
+use super::{standardise, FitError, ModelBody, ModelError, Params, ParamsError, Scaler, TrainInfo};
 use crate::features::{FeatureVector, MAX_DIM, N_FEATURES};
 
 /// Stored logistic regression: P(fraud) = σ(w·z + b) on standardised inputs.
@@ -70,12 +70,12 @@ pub struct Logistic {
 
 impl Logistic {
     /// Checks the shape.
-    pub fn new(p: &LogisticParams, dim: usize) -> Result<Logistic, String> {
+    pub fn new(p: &LogisticParams, dim: usize) -> Result<Logistic, ParamsError> {
         if p.weights.len() != dim {
-            return Err(format!(
-                "logistic has {} weights, the model {dim} inputs",
-                p.weights.len()
-            ));
+            return Err(ParamsError::WeightCount {
+                weights: p.weights.len(),
+                inputs: dim,
+            });
         }
         Ok(Logistic {
             w: p.weights.clone(),
@@ -120,20 +120,29 @@ fn leaf_of<'a>(tree: &'a [Node], z: &[f32], mut visit: impl FnMut(&Node)) -> Opt
 
 impl Forest {
     /// Checks every reference.
-    pub fn new(p: &ForestParams, dim: usize) -> Result<Forest, String> {
+    pub fn new(p: &ForestParams, dim: usize) -> Result<Forest, ParamsError> {
         for (t, tree) in p.trees.iter().enumerate() {
-            for n in tree {
+            for (i, n) in tree.iter().enumerate() {
                 if n.feature != LEAF
                     && (n.feature as usize >= dim
                         || n.left as usize >= tree.len()
                         || n.right as usize >= tree.len())
                 {
-                    return Err(format!("forest tree {t} has a node out of range"));
+                    return Err(ParamsError::NodeOutOfRange {
+                        model: "forest",
+                        tree: t,
+                        node: i,
+                        feature: n.feature,
+                        left: n.left,
+                        right: n.right,
+                        nodes: tree.len(),
+                        inputs: dim,
+                    });
                 }
             }
         }
         if p.trees.is_empty() {
-            return Err("forest has no trees".into());
+            return Err(ParamsError::NoTrees { model: "forest" });
         }
         Ok(Forest {
             trees: p.trees.clone(),
@@ -262,7 +271,7 @@ fn fit_logistic(
     idx: &[usize],
     alpha: f64,
     seed: u64,
-) -> Result<Logistic, String> {
+) -> Result<Logistic, FitError> {
     let rows = undersample(idx, y, seed);
     let x = matrix(d, &rows);
     let t: Array1<bool> = rows.iter().map(|i| y[*i]).collect();
@@ -270,7 +279,10 @@ fn fit_logistic(
         .alpha(alpha)
         .max_iterations(200)
         .fit(&DatasetBase::new(x, t))
-        .map_err(|e| format!("logistic regression: {e}"))?;
+        .map_err(|e| FitError::Linfa {
+            model: "logistic regression",
+            detail: e.to_string(),
+        })?;
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
     Ok(Logistic {
         w: fitted.params().iter().map(|v| (sign * v) as f32).collect(),
@@ -318,7 +330,7 @@ fn fit_forest(
     idx: &[usize],
     depth: usize,
     seed: u64,
-) -> Result<ForestParams, String> {
+) -> Result<ForestParams, FitError> {
     let rows = undersample(idx, y, seed);
     let x = matrix(d, &rows);
     let t: Array1<usize> = rows.iter().map(|i| usize::from(y[*i])).collect();
@@ -333,7 +345,10 @@ fn fit_forest(
     .bootstrap_proportion(0.7)
     .feature_proportion(0.6)
     .fit(&DatasetBase::new(x, t))
-    .map_err(|e| format!("random forest: {e}"))?;
+    .map_err(|e| FitError::Linfa {
+        model: "random forest",
+        detail: e.to_string(),
+    })?;
     let trees = forest
         .models
         .iter()
@@ -346,7 +361,7 @@ fn fit_forest(
     })
 }
 
-fn fit_trees(d: &Data, y: &[bool], idx: &[usize], cfg: &GbdtConfig) -> Result<Gbdt, String> {
+fn fit_trees(d: &Data, y: &[bool], idx: &[usize], cfg: &GbdtConfig) -> Result<Gbdt, FitError> {
     let pos = idx.iter().filter(|i| y[**i]).count().max(1) as f32;
     let neg = (idx.len() as f32 - pos).max(1.0);
     // Square-root balancing: up-weights frauds without flattening the ranking of genuine ones.
@@ -359,7 +374,7 @@ fn fit_trees(d: &Data, y: &[bool], idx: &[usize], cfg: &GbdtConfig) -> Result<Gb
         t.push(y[i]);
         w.push(if y[i] { w_pos } else { 1.0 });
     }
-    Gbdt::fit(&x, d.dim, &t, &w, cfg)
+    Ok(Gbdt::fit(&x, d.dim, &t, &w, cfg)?)
 }
 
 enum Fitted {
@@ -379,7 +394,7 @@ impl Fitted {
 }
 
 /// Fits one configuration on the given rows.
-type FitFn = Box<dyn Fn(&Data, &[bool], &[usize]) -> Result<Fitted, String>>;
+type FitFn = Box<dyn Fn(&Data, &[bool], &[usize]) -> Result<Fitted, FitError>>;
 
 /// Most boosting rounds; early stopping on the validation period picks fewer.
 pub const MAX_TREES: usize = 400;
@@ -483,22 +498,32 @@ pub fn train(
     meta: &TrainMeta<'_>,
     target: ThresholdTarget,
 ) -> Result<(ModelBody, Quality), ModelError> {
-    let err = |s: String| ModelError::Train(s);
     if rows.len() != y.len() {
-        return Err(err(format!("{} rows but {} targets", rows.len(), y.len())));
+        return Err(FitError::TargetCount {
+            rows: rows.len(),
+            targets: y.len(),
+        }
+        .into());
     }
     let within = |r: &std::ops::Range<usize>| r.start <= r.end && r.end <= rows.len();
     if !(within(&split.fit) && within(&split.val) && within(&split.train)) {
-        return Err(err(format!("ranges {split:?} outside {} rows", rows.len())));
+        return Err(FitError::Ranges {
+            ranges: format!("{split:?}"),
+            rows: rows.len(),
+        }
+        .into());
     }
     let dim = N_FEATURES + meta.attributes.len();
     let pos = |r: &std::ops::Range<usize>| y[r.clone()].iter().filter(|v| **v).count();
     let (pos_fit, pos_val, pos_train) = (pos(&split.fit), pos(&split.val), pos(&split.train));
     if pos_fit < 5 || pos_val < 2 || pos_train < 5 {
-        return Err(err(format!(
-            "too few frauds to train a supervised model: {pos_fit} in the fitting range, {pos_val} in the validation period, {pos_train} in the training range (need 5, 2 and 5; {}); widen --from/--to, start them later in the data, or train --kind iforest",
-            split.describe
-        )));
+        return Err(FitError::TooFewFrauds {
+            fit: pos_fit,
+            validation: pos_val,
+            train: pos_train,
+            split: split.describe.clone(),
+        }
+        .into());
     }
     let mut scaler: Scaler = fit_scaler(&rows[split.train.clone()], dim);
     mask(&mut scaler, meta);
@@ -517,7 +542,7 @@ pub fn train(
     let mut best: Option<(f64, usize, usize, Vec<f32>)> = None;
     let cands = candidates(kind, meta.seed);
     for (c, (name, fit)) in cands.iter().enumerate() {
-        let mut m = fit(&d, y, &fit_idx).map_err(err)?;
+        let mut m = fit(&d, y, &fit_idx)?;
         let mut trees_kept = 0;
         if let Fitted::Trees(g, _) = &mut m {
             let by_prefix = ap_by_prefix(g, &d, &split.val, y);
@@ -543,9 +568,9 @@ pub fn train(
             best = Some((ap, c, trees_kept, s));
         }
     }
-    let (best_ap, best_c, trees_kept, held_out) = best.ok_or_else(|| err("no candidate".into()))?;
+    let (best_ap, best_c, trees_kept, held_out) = best.ok_or(FitError::NoCandidate)?;
     // Refit on the training range with the chosen configuration (and number of trees).
-    let mut fitted = cands[best_c].1(&d, y, &train_idx).map_err(err)?;
+    let mut fitted = cands[best_c].1(&d, y, &train_idx)?;
     if let Fitted::Trees(g, cfg) = &mut fitted {
         g.truncate(trees_kept);
         cfg.n_trees = trees_kept.max(1);

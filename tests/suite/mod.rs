@@ -1,6 +1,7 @@
 mod cli;
 mod produce;
 mod robust;
+mod sasl;
 mod topology;
 pub mod util;
 mod worker;

@@ -311,12 +311,14 @@ pub fn generated(name: &str, accounts: usize, days: u32) -> PathBuf {
 /// A broker of a test's own (KRaft, one node) on free ports with its own data folder, from the
 /// jars `scripts/kafka.sh` resolved (`.kafka/libs`, the main checkout's if this is a worktree,
 /// or `FRAUDSTREAM_KAFKA_LIBS`): for fault
-/// tests that kill it. Killed on drop.
+/// tests that kill it, and for SASL tests ([`OwnBroker::start_sasl`]). Killed on drop.
 pub struct OwnBroker {
     child: Option<std::process::Child>,
     dir: PathBuf,
     libs: PathBuf,
     port: u16,
+    /// The SASL_PLAINTEXT listener's port, when started with SASL users.
+    sasl_port: Option<u16>,
 }
 
 /// `.kafka/libs` of this checkout, or of the main checkout when this is a git worktree (the
@@ -351,6 +353,18 @@ fn java() -> PathBuf {
 impl OwnBroker {
     /// Formats a data folder and starts the broker; waits until it answers.
     pub fn start(name: &str) -> OwnBroker {
+        OwnBroker::start_with(name, &[])
+    }
+
+    /// [`OwnBroker::start`] with a second listener, SASL_PLAINTEXT with mechanism PLAIN, that
+    /// accepts these `(user, password)` pairs (see [`OwnBroker::sasl_bootstrap`]). The
+    /// PLAINTEXT listener stays, for the broker itself and the readiness probe.
+    pub fn start_sasl(name: &str, users: &[(&str, &str)]) -> OwnBroker {
+        assert!(!users.is_empty(), "a SASL broker needs a user");
+        OwnBroker::start_with(name, users)
+    }
+
+    fn start_with(name: &str, sasl_users: &[(&str, &str)]) -> OwnBroker {
         let libs = std::env::var_os("FRAUDSTREAM_KAFKA_LIBS")
             .map(PathBuf::from)
             .unwrap_or_else(kafka_libs);
@@ -363,13 +377,33 @@ impl OwnBroker {
         std::fs::create_dir_all(dir.join("data")).expect("dir");
         let port = free_port();
         let controller = free_port();
+        let sasl_port = (!sasl_users.is_empty()).then(free_port);
+        // The SASL listener (PLAIN, users from a JAAS line) beside the plaintext one.
+        let (sasl_listener, sasl_props) = match sasl_port {
+            Some(p) => {
+                let users: String = sasl_users
+                    .iter()
+                    .map(|(u, pw)| format!(" user_{u}=\"{pw}\""))
+                    .collect();
+                (
+                    format!(",SASL_PLAINTEXT://127.0.0.1:{p}"),
+                    format!(
+                        "sasl.enabled.mechanisms=PLAIN\n\
+                         listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+                         org.apache.kafka.common.security.plain.PlainLoginModule required{users};\n"
+                    ),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
         let props = format!(
             "process.roles=broker,controller\nnode.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port}{sasl_listener},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl_listener}\n\
              inter.broker.listener.name=PLAINTEXT\ncontroller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,\
+             SASL_PLAINTEXT:SASL_PLAINTEXT\n{sasl_props}\
              log.dirs={}\nnum.partitions=1\nauto.create.topics.enable=false\n\
              offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
              transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
@@ -411,6 +445,7 @@ impl OwnBroker {
             dir,
             libs,
             port,
+            sasl_port,
         };
         b.launch();
         b
@@ -454,6 +489,12 @@ impl OwnBroker {
     /// Its address.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The SASL_PLAINTEXT listener's address (started with [`OwnBroker::start_sasl`]).
+    pub fn sasl_bootstrap(&self) -> String {
+        let p = self.sasl_port.expect("started with OwnBroker::start_sasl");
+        format!("127.0.0.1:{p}")
     }
 
     /// kill -9, waiting until it is gone.

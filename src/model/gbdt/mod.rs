@@ -20,6 +20,9 @@ use forust_ml::sampler::SampleMethod;
 use forust_ml::Matrix;
 use serde::{Deserialize, Serialize};
 
+mod error;
+pub use error::GbdtError;
+
 /// Marks a leaf in [`Node::feature`].
 const LEAF: u32 = u32::MAX;
 /// Flag bit in [`Node::feature`]: missing values take the left branch.
@@ -113,7 +116,7 @@ impl Gbdt {
         y: &[bool],
         w: &[f32],
         cfg: &GbdtConfig,
-    ) -> Result<Gbdt, String> {
+    ) -> Result<Gbdt, GbdtError> {
         let booster = train_booster(x, n_features, y, w, cfg)?;
         Gbdt::from_booster(&booster, n_features)
     }
@@ -260,18 +263,18 @@ impl Gbdt {
 
     /// Flatten a fitted forust booster: re-lay each tree breadth-first with adjacent children
     /// and compute every split's cover-weighted mean value.
-    fn from_booster(booster: &GradientBooster, n_features: usize) -> Result<Gbdt, String> {
+    fn from_booster(booster: &GradientBooster, n_features: usize) -> Result<Gbdt, GbdtError> {
         let n_used = booster
             .prediction_iteration
             .unwrap_or(booster.trees.len())
             .min(booster.trees.len());
         let mut roots = Vec::with_capacity(n_used);
         let mut nodes: Vec<Node> = Vec::new();
-        let too_big = || "model has too many nodes".to_string();
+        let too_big = |_| GbdtError::TooManyNodes;
         for (t, tree) in booster.trees[..n_used].iter().enumerate() {
-            let bad = |what: &str| format!("tree {t}: {what}");
+            let bad = |problem: &'static str| GbdtError::Tree { tree: t, problem };
             let base = nodes.len();
-            roots.push(u32::try_from(base).map_err(|_| too_big())?);
+            roots.push(u32::try_from(base).map_err(too_big)?);
             // Hessian sum (cover) of each new node, indexed from `base`.
             let mut cover = vec![0.0f64];
             let placeholder = Node {
@@ -307,7 +310,7 @@ impl Gbdt {
                 nodes[new] = Node {
                     feature: feature | missing_left,
                     threshold: f32_ceil_of(n.split_value),
-                    left: u32::try_from(left).map_err(|_| too_big())?,
+                    left: u32::try_from(left).map_err(too_big)?,
                     value: 0.0,
                 };
                 nodes.extend([placeholder; 2]);
@@ -342,39 +345,53 @@ impl Gbdt {
 
     /// Check the structure: every walk moves forward inside `nodes` and ends on a leaf,
     /// features are in range and values are finite.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), GbdtError> {
         if self.n_features == 0 || self.n_features >= MISSING_LEFT as usize {
-            return Err(format!("model has {} features", self.n_features));
+            return Err(GbdtError::Features {
+                n_features: self.n_features,
+            });
         }
         if !self.base_score.is_finite() {
-            return Err("model base score is not finite".into());
+            return Err(GbdtError::BaseScore {
+                value: self.base_score,
+            });
         }
         let len = self.nodes.len();
         for &r in &self.roots {
             if r as usize >= len {
-                return Err(format!("tree root {r} outside the {len} nodes"));
+                return Err(GbdtError::Root {
+                    root: r,
+                    nodes: len,
+                });
             }
         }
         for (i, n) in self.nodes.iter().enumerate() {
             if !n.value.is_finite() {
-                return Err(format!("node {i} has a non-finite value"));
+                return Err(GbdtError::NodeValue {
+                    node: i,
+                    value: n.value,
+                });
             }
             if n.feature == LEAF {
                 continue;
             }
             if n.split_feature() >= self.n_features {
-                return Err(format!(
-                    "node {i} splits on feature {} of {}",
-                    n.split_feature(),
-                    self.n_features
-                ));
+                return Err(GbdtError::SplitFeature {
+                    node: i,
+                    feature: n.split_feature(),
+                    n_features: self.n_features,
+                });
             }
             if n.threshold.is_nan() {
-                return Err(format!("node {i} has a NaN threshold"));
+                return Err(GbdtError::Threshold { node: i });
             }
             let l = n.left as usize;
             if l <= i || l + 1 >= len {
-                return Err(format!("node {i} has invalid children at {l}"));
+                return Err(GbdtError::Children {
+                    node: i,
+                    left: l,
+                    nodes: len,
+                });
             }
         }
         Ok(())
@@ -419,28 +436,28 @@ fn train_booster(
     y: &[bool],
     w: &[f32],
     cfg: &GbdtConfig,
-) -> Result<GradientBooster, String> {
+) -> Result<GradientBooster, GbdtError> {
     let n_rows = y.len();
     if n_features == 0 {
-        return Err("n_features must be at least 1".into());
+        return Err(invalid("n_features", 0, "at least 1"));
     }
     if w.len() != n_rows || n_rows.checked_mul(n_features) != Some(x.len()) {
-        return Err(format!(
-            "length mismatch: x has {} values ({} rows x {} features expected from y), \
-             y has {} labels, w has {} weights",
-            x.len(),
-            n_rows,
-            n_features,
-            n_rows,
-            w.len()
-        ));
+        return Err(GbdtError::LengthMismatch {
+            values: x.len(),
+            rows: n_rows,
+            features: n_features,
+            weights: w.len(),
+        });
     }
     if n_rows == 0 {
-        return Err("no training rows".into());
+        return Err(GbdtError::NoRows);
     }
     check_config(cfg)?;
     if let Some(i) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
-        return Err(format!("weight w[{i}] = {} is not finite and >= 0", w[i]));
+        return Err(GbdtError::BadWeight {
+            index: i,
+            value: w[i],
+        });
     }
     let (mut pos, mut neg) = (0.0f64, 0.0f64);
     for (yi, wi) in y.iter().zip(w) {
@@ -451,9 +468,10 @@ fn train_booster(
         }
     }
     if pos <= 0.0 || neg <= 0.0 {
-        return Err(format!(
-            "both classes need positive total weight (positives {pos}, negatives {neg})"
-        ));
+        return Err(GbdtError::OneClass {
+            positives: pos,
+            negatives: neg,
+        });
     }
 
     let mut cols = vec![0.0f64; x.len()];
@@ -487,35 +505,43 @@ fn train_booster(
         booster
             .fit(&matrix, &yf, &wf, None)
             .map(|()| booster)
-            .map_err(|e| format!("training failed: {e}"))
+            .map_err(|e| GbdtError::Booster {
+                detail: e.to_string(),
+            })
     }));
-    fitted.unwrap_or_else(|_| Err("training failed: the booster panicked".into()))
+    fitted.unwrap_or(Err(GbdtError::BoosterPanicked))
 }
 
-fn check_config(cfg: &GbdtConfig) -> Result<(), String> {
+fn invalid(name: &'static str, value: impl ToString, expected: &'static str) -> GbdtError {
+    GbdtError::InvalidParams {
+        name,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+fn check_config(cfg: &GbdtConfig) -> Result<(), GbdtError> {
     if cfg.n_trees == 0 {
-        return Err("n_trees must be at least 1".into());
+        return Err(invalid("n_trees", cfg.n_trees, "at least 1"));
     }
     if !(cfg.learning_rate > 0.0 && cfg.learning_rate <= 1.0) {
-        return Err(format!(
-            "learning_rate {} is not in (0, 1]",
-            cfg.learning_rate
-        ));
+        return Err(invalid("learning_rate", cfg.learning_rate, "in (0, 1]"));
     }
     if !(1..=16).contains(&cfg.max_depth) {
-        return Err(format!("max_depth {} is not in 1..=16", cfg.max_depth));
+        return Err(invalid("max_depth", cfg.max_depth, "in 1..=16"));
     }
     if !(cfg.min_child_weight.is_finite() && cfg.min_child_weight >= 0.0) {
-        return Err(format!(
-            "min_child_weight {} is not finite and >= 0",
-            cfg.min_child_weight
+        return Err(invalid(
+            "min_child_weight",
+            cfg.min_child_weight,
+            "finite and >= 0",
         ));
     }
     if !(cfg.colsample > 0.0 && cfg.colsample <= 1.0) {
-        return Err(format!("colsample {} is not in (0, 1]", cfg.colsample));
+        return Err(invalid("colsample", cfg.colsample, "in (0, 1]"));
     }
     if !(cfg.subsample > 0.0 && cfg.subsample <= 1.0) {
-        return Err(format!("subsample {} is not in (0, 1]", cfg.subsample));
+        return Err(invalid("subsample", cfg.subsample, "in (0, 1]"));
     }
     Ok(())
 }
@@ -561,9 +587,9 @@ impl From<Gbdt> for GbdtWire {
 }
 
 impl TryFrom<GbdtWire> for Gbdt {
-    type Error = String;
+    type Error = GbdtError;
 
-    fn try_from(w: GbdtWire) -> Result<Self, String> {
+    fn try_from(w: GbdtWire) -> Result<Self, GbdtError> {
         let len = w.feature.len();
         for (name, l) in [
             ("missing_left", w.missing_left.len()),
@@ -572,14 +598,21 @@ impl TryFrom<GbdtWire> for Gbdt {
             ("value_bits", w.value_bits.len()),
         ] {
             if l != len {
-                return Err(format!("gbdt: {name} has {l} entries, feature has {len}"));
+                return Err(GbdtError::WireLength {
+                    field: name,
+                    len: l,
+                    expected: len,
+                });
             }
         }
         let mut nodes = Vec::with_capacity(len);
         for i in 0..len {
             let f = w.feature[i];
             if f != LEAF && f & MISSING_LEFT != 0 {
-                return Err(format!("gbdt: node {i} has feature {f}"));
+                return Err(GbdtError::WireFeature {
+                    node: i,
+                    feature: f,
+                });
             }
             nodes.push(Node {
                 feature: if f != LEAF && w.missing_left[i] != 0 {
@@ -598,7 +631,7 @@ impl TryFrom<GbdtWire> for Gbdt {
             roots: w.roots,
             nodes,
         };
-        m.validate().map_err(|e| format!("gbdt: {e}"))?;
+        m.validate().map_err(|e| GbdtError::Stored(Box::new(e)))?;
         Ok(m)
     }
 }

@@ -1,5 +1,6 @@
 //! Tests of the parent module.
 use super::*;
+use crate::ranking::average_precision;
 
 /// splitmix64: a tiny deterministic generator for test data.
 struct Rng(u64);
@@ -43,20 +44,6 @@ fn synth(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
         x.extend(r.iter().map(|v| *v as f32));
     }
     (x, y)
-}
-
-fn average_precision(scores: &[f32], y: &[bool]) -> f64 {
-    let mut idx: Vec<usize> = (0..y.len()).collect();
-    idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    let n_pos = y.iter().filter(|v| **v).count();
-    let (mut tp, mut ap) = (0usize, 0.0f64);
-    for (rank, i) in idx.iter().enumerate() {
-        if y[*i] {
-            tp += 1;
-            ap += tp as f64 / (rank + 1) as f64;
-        }
-    }
-    ap / n_pos.max(1) as f64
 }
 
 /// Weighted logistic regression by full-batch gradient descent on standardised features.
@@ -279,25 +266,45 @@ fn fit_rejects_bad_input() {
     let (x, y) = synth(1_000, 3);
     let w = vec![1.0; y.len()];
     let cfg = small_cfg();
-    let e = Gbdt::fit(&x[..x.len() - 1], NF, &y, &w, &cfg).unwrap_err();
+    let e = Gbdt::fit(&x[..x.len() - 1], NF, &y, &w, &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("x has 9999") && e.contains("y has 1000"), "{e}");
-    let e = Gbdt::fit(&x, NF, &y, &w[1..], &cfg).unwrap_err();
+    let e = Gbdt::fit(&x, NF, &y, &w[1..], &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("w has 999"), "{e}");
-    let e = Gbdt::fit(&x, NF, &y[1..], &w, &cfg).unwrap_err();
+    let e = Gbdt::fit(&x, NF, &y[1..], &w, &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("y has 999"), "{e}");
     let all_neg = vec![false; y.len()];
-    assert!(Gbdt::fit(&x, NF, &all_neg, &w, &cfg).is_err());
+    assert!(matches!(
+        Gbdt::fit(&x, NF, &all_neg, &w, &cfg),
+        Err(GbdtError::OneClass { positives, .. }) if positives == 0.0
+    ));
     let mut bad_w = w.clone();
     bad_w[5] = f32::NAN;
-    assert!(Gbdt::fit(&x, NF, &y, &bad_w, &cfg)
-        .unwrap_err()
-        .contains("w[5]"));
+    let e = Gbdt::fit(&x, NF, &y, &bad_w, &cfg).unwrap_err();
+    assert!(
+        matches!(e, GbdtError::BadWeight { index: 5, value } if value.is_nan()),
+        "{e}"
+    );
+    assert_eq!(e.to_string(), "weight w[5] = NaN is not finite and >= 0");
     let bad_cfg = GbdtConfig {
         subsample: 0.0,
         ..cfg
     };
-    assert!(Gbdt::fit(&x, NF, &y, &w, &bad_cfg).is_err());
-    assert!(Gbdt::fit(&x, 0, &y, &w, &small_cfg()).is_err());
+    assert_eq!(
+        Gbdt::fit(&x, NF, &y, &w, &bad_cfg).unwrap_err().to_string(),
+        "subsample 0 is not in (0, 1]"
+    );
+    assert_eq!(
+        Gbdt::fit(&x, 0, &y, &w, &small_cfg())
+            .unwrap_err()
+            .to_string(),
+        "n_features 0 is not at least 1"
+    );
 }
 
 #[test]
