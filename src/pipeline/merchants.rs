@@ -18,6 +18,11 @@
 //!   later (or idle at the end of its partition), and a transaction of a partition this worker
 //!   decides only after it has been decided (a decision never sees its own transaction).
 //!
+//! No thread hands events to another: the feed's thread only reads Kafka into per-partition
+//! buffers; whoever moves (a task that decided a transaction, a task about to wait, the feed's
+//! thread after a read) applies what has become allowed, under one lock, and wakes exactly the
+//! tasks whose wait is over.
+//!
 //! Cost: each worker reads and decodes the whole topic once more (the merchant windows do not
 //! scale out with the workers; the account state and the scoring do), and a decision waits for
 //! the slowest partition's transactions up to its time (in a live stream, the skew between
@@ -25,7 +30,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -42,9 +47,9 @@ use crate::metrics::MerchantTableMetrics;
 use crate::state::{key_of, lock};
 
 /// Transactions buffered per partition by the feed before it pauses that partition.
-const FEED_BUFFER: usize = 4096;
+const FEED_BUFFER: usize = 16_384;
 
-/// How long the feed waits for a partition that is neither at its end nor buffered (its next
+/// How long the merge waits for a partition that is neither at its end nor buffered (its next
 /// transaction may be earlier than the others') before it merges without it.
 const FEED_PARTITION_IDLE: Duration = Duration::from_millis(200);
 
@@ -60,6 +65,10 @@ pub(super) struct TaskClock {
     pending: AtomicI64,
     /// The group consumer has read the partition to its end.
     at_end: AtomicBool,
+    /// The event time the task waits for the merchant windows to reach (`i64::MAX`: none).
+    waiting_for: AtomicI64,
+    /// Woken when `waiting_for` is reached.
+    wake: Notify,
 }
 
 impl TaskClock {
@@ -70,6 +79,8 @@ impl TaskClock {
             next_offset: AtomicI64::new(-1),
             pending: AtomicI64::new(0),
             at_end: AtomicBool::new(at_end),
+            waiting_for: AtomicI64::new(i64::MAX),
+            wake: Notify::new(),
         }
     }
 
@@ -79,11 +90,6 @@ impl TaskClock {
         self.at_end.store(false, Ordering::Release);
     }
 
-    /// The group consumer reached the partition's end.
-    pub(super) fn reached_end(&self) {
-        self.at_end.store(true, Ordering::Release);
-    }
-
     /// Whether the feed may apply a transaction of `partition` at `offset`, `ts`.
     fn allows(&self, partition: i32, offset: i64, ts: i64) -> bool {
         if self.partition == partition {
@@ -91,163 +97,6 @@ impl TaskClock {
         }
         let idle = self.at_end.load(Ordering::Acquire) && self.pending.load(Ordering::Acquire) <= 0;
         idle || self.next_ts.load(Ordering::Acquire) >= ts
-    }
-}
-
-/// What the feed and the partition tasks of one worker share.
-pub(crate) struct MerchantSync {
-    clocks: Mutex<HashMap<i32, Arc<TaskClock>>>,
-    /// Every transaction of every partition before this event time is applied (`i64::MAX`:
-    /// every partition read to its end).
-    low: AtomicI64,
-    /// The group's first assignment has been received (before it, the feed waits: it does not
-    /// know yet where the tasks will start).
-    joined: AtomicBool,
-    /// The feed moved `low`.
-    advanced: Notify,
-    /// A task moved (the feed waits on it when nothing else is to do).
-    moved: (Mutex<()>, Condvar),
-    moved_flag: AtomicBool,
-    feed_waiting: AtomicBool,
-    max_wait: Duration,
-    metrics: MerchantTableMetrics,
-}
-
-impl MerchantSync {
-    pub(super) fn new(max_wait: Duration, metrics: MerchantTableMetrics) -> MerchantSync {
-        MerchantSync {
-            clocks: Mutex::default(),
-            low: AtomicI64::new(i64::MIN),
-            joined: AtomicBool::new(false),
-            advanced: Notify::new(),
-            moved: (Mutex::new(()), Condvar::new()),
-            moved_flag: AtomicBool::new(false),
-            feed_waiting: AtomicBool::new(false),
-            max_wait,
-            metrics,
-        }
-    }
-
-    /// A partition was assigned: its task's clock holds the feed back from now on.
-    pub(super) fn assigned(&self, partition: i32) {
-        let mut clocks = lock(&self.clocks);
-        let at_end = clocks
-            .get(&partition)
-            .is_some_and(|c| c.at_end.load(Ordering::Acquire));
-        clocks.insert(partition, Arc::new(TaskClock::new(partition, at_end)));
-    }
-
-    /// The group's assignment is known (possibly empty).
-    pub(super) fn joined(&self) {
-        self.joined.store(true, Ordering::Release);
-        self.wake_feed();
-    }
-
-    /// A partition was revoked: it no longer holds the feed back.
-    pub(super) fn revoked(&self, partition: i32) {
-        lock(&self.clocks).remove(&partition);
-        self.wake_feed();
-    }
-
-    /// The group consumer reached the end of `partition`.
-    pub(super) fn reached_end(&self, partition: i32) {
-        if let Some(c) = lock(&self.clocks).get(&partition) {
-            c.reached_end();
-        }
-        self.wake_feed();
-    }
-
-    /// The clock of an assigned partition.
-    pub(super) fn clock(&self, partition: i32) -> Option<Arc<TaskClock>> {
-        lock(&self.clocks).get(&partition).cloned()
-    }
-
-    /// Tells the feed that a task moved (an atomic store; a notify only while it sleeps).
-    fn wake_feed(&self) {
-        self.moved_flag.store(true, Ordering::SeqCst);
-        if self.feed_waiting.load(Ordering::SeqCst) {
-            let (m, cv) = &self.moved;
-            let _g = lock(m);
-            cv.notify_one();
-        }
-    }
-
-    /// A warm-up applied the partition's transaction at `offset`, `ts` to the accounts.
-    pub(super) fn warmed(&self, clock: &TaskClock, offset: i64, ts: i64) {
-        clock.next_ts.fetch_max(ts, Ordering::AcqRel);
-        clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
-        self.wake_feed();
-    }
-
-    /// Waits until the merchant windows hold every transaction before `ts` (the task is about
-    /// to decide its transaction at `offset`), at most `state.merchant_sync_max_wait_ms`.
-    pub(super) async fn wait_for(
-        &self,
-        clock: &TaskClock,
-        offset: i64,
-        ts: i64,
-        stop: &CancellationToken,
-    ) {
-        clock.next_offset.store(offset, Ordering::Release);
-        clock.next_ts.store(ts, Ordering::Release);
-        self.wake_feed();
-        if self.low.load(Ordering::Acquire) >= ts {
-            return;
-        }
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.max_wait;
-        loop {
-            let advanced = self.advanced.notified();
-            if self.low.load(Ordering::Acquire) >= ts {
-                break;
-            }
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                _ = advanced => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.metrics.timeouts.inc();
-                    break;
-                }
-            }
-        }
-        self.metrics.wait.observe(started.elapsed().as_secs_f64());
-    }
-
-    /// The task decided its transaction at `offset`: the feed may apply it.
-    pub(super) fn decided(&self, clock: &TaskClock, offset: i64) {
-        clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
-        clock.pending.fetch_sub(1, Ordering::AcqRel);
-        self.wake_feed();
-    }
-
-    /// Whether every task of this worker lets the feed apply this transaction.
-    fn allows(&self, clocks: &[Arc<TaskClock>], partition: i32, offset: i64, ts: i64) -> bool {
-        self.joined.load(Ordering::Acquire)
-            && clocks.iter().all(|c| c.allows(partition, offset, ts))
-    }
-
-    /// Publishes the low watermark; the gauge shows it, or `newest` (the latest event time
-    /// applied) once every partition is read to its end.
-    fn publish(&self, low: i64, newest: i64) {
-        if self.low.swap(low, Ordering::AcqRel) != low {
-            self.advanced.notify_waiters();
-        }
-        let shown = if low == i64::MAX { newest } else { low };
-        if shown != i64::MIN && shown != i64::MAX {
-            self.metrics.watermark.set(shown as f64 / 1000.0);
-        }
-    }
-
-    /// Sleeps until a task moves, at most `wait`.
-    fn park(&self, wait: Duration) {
-        let (m, cv) = &self.moved;
-        let g = lock(m);
-        self.feed_waiting.store(true, Ordering::SeqCst);
-        if !self.moved_flag.swap(false, Ordering::SeqCst) {
-            let _ = cv.wait_timeout(g, wait);
-        }
-        self.feed_waiting.store(false, Ordering::SeqCst);
     }
 }
 
@@ -278,6 +127,199 @@ impl Part {
             Some(e) => e.ts,
             None if self.at_end => i64::MAX,
             None => self.last_ts,
+        }
+    }
+}
+
+/// What the feed and the partition tasks of one worker share.
+pub(crate) struct MerchantSync {
+    clocks: Mutex<HashMap<i32, Arc<TaskClock>>>,
+    /// The partitions read for the merchant windows, with what is buffered of each.
+    parts: Mutex<HashMap<i32, Part>>,
+    /// Every transaction of every partition before this event time is applied (`i64::MAX`:
+    /// every partition read to its end).
+    low: AtomicI64,
+    /// The group's first assignment has been received (before it, nothing is applied: where
+    /// the tasks will start is not known yet).
+    joined: AtomicBool,
+    engine: Arc<Engine>,
+    max_wait: Duration,
+    metrics: MerchantTableMetrics,
+}
+
+impl MerchantSync {
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        max_wait: Duration,
+        metrics: MerchantTableMetrics,
+    ) -> MerchantSync {
+        MerchantSync {
+            clocks: Mutex::default(),
+            parts: Mutex::default(),
+            low: AtomicI64::new(i64::MIN),
+            joined: AtomicBool::new(false),
+            engine,
+            max_wait,
+            metrics,
+        }
+    }
+
+    /// A partition was assigned: its task's clock holds the merchant windows back from now on.
+    pub(super) fn assigned(&self, partition: i32) {
+        let mut clocks = lock(&self.clocks);
+        let at_end = clocks
+            .get(&partition)
+            .is_some_and(|c| c.at_end.load(Ordering::Acquire));
+        clocks.insert(partition, Arc::new(TaskClock::new(partition, at_end)));
+    }
+
+    /// The group's assignment is known (possibly empty).
+    pub(super) fn joined(&self) {
+        self.joined.store(true, Ordering::Release);
+        self.advance();
+    }
+
+    /// A partition was revoked: it no longer holds the merchant windows back.
+    pub(super) fn revoked(&self, partition: i32) {
+        if let Some(c) = lock(&self.clocks).remove(&partition) {
+            c.wake.notify_one();
+        }
+        self.advance();
+    }
+
+    /// The group consumer reached the end of `partition`.
+    pub(super) fn reached_end(&self, partition: i32) {
+        if let Some(c) = lock(&self.clocks).get(&partition) {
+            c.at_end.store(true, Ordering::Release);
+        }
+        self.advance();
+    }
+
+    /// The clock of an assigned partition.
+    pub(super) fn clock(&self, partition: i32) -> Option<Arc<TaskClock>> {
+        lock(&self.clocks).get(&partition).cloned()
+    }
+
+    /// A warm-up applied the partition's transaction at `offset`, `ts` to the accounts.
+    pub(super) fn warmed(&self, clock: &TaskClock, offset: i64, ts: i64) {
+        clock.next_ts.fetch_max(ts, Ordering::AcqRel);
+        clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
+        if offset % 256 == 0 {
+            self.advance();
+        }
+    }
+
+    /// Waits until the merchant windows hold every transaction before `ts` (the task is about
+    /// to decide its transaction at `offset`), at most `state.merchant_sync_max_wait_ms`.
+    pub(super) async fn wait_for(
+        &self,
+        clock: &TaskClock,
+        offset: i64,
+        ts: i64,
+        stop: &CancellationToken,
+    ) {
+        clock.next_offset.store(offset, Ordering::Release);
+        clock.next_ts.store(ts, Ordering::Release);
+        if self.low.load(Ordering::Acquire) >= ts {
+            return;
+        }
+        // This task moving may be what the merge waited for.
+        self.advance();
+        if self.low.load(Ordering::Acquire) >= ts {
+            return;
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        clock.waiting_for.store(ts, Ordering::Release);
+        loop {
+            let woken = clock.wake.notified();
+            if self.low.load(Ordering::Acquire) >= ts {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.metrics.timeouts.inc();
+                    break;
+                }
+            }
+        }
+        clock.waiting_for.store(i64::MAX, Ordering::Release);
+        self.metrics.wait.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The task decided its transaction at `offset`: the merchant windows may take it.
+    pub(super) fn decided(&self, clock: &TaskClock, offset: i64) {
+        clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
+        clock.pending.fetch_sub(1, Ordering::AcqRel);
+        self.advance();
+    }
+
+    /// Applies, in event-time order, every buffered transaction that every task of this worker
+    /// lets through; publishes the low watermark and wakes the tasks whose wait is over.
+    fn advance(&self) {
+        if !self.joined.load(Ordering::Acquire) {
+            return;
+        }
+        let mut parts = lock(&self.parts);
+        if parts.is_empty() {
+            return;
+        }
+        let clocks = lock(&self.clocks);
+        let mut applied = 0u64;
+        let now = Instant::now();
+        loop {
+            let mut head: Option<(i32, Entry)> = None;
+            // A partition with nothing buffered, not at its end, may still bring an earlier
+            // transaction: wait for it a little.
+            let mut unknown_after = i64::MAX;
+            for (&p, part) in parts.iter_mut() {
+                match part.buf.front() {
+                    Some(e) => {
+                        if head.is_none_or(|(_, h)| e.ts < h.ts) {
+                            head = Some((p, *e));
+                        }
+                    }
+                    None if part.at_end => {}
+                    None => {
+                        let since = *part.empty_since.get_or_insert(now);
+                        if now.duration_since(since) < FEED_PARTITION_IDLE {
+                            unknown_after = unknown_after.min(part.last_ts);
+                        }
+                    }
+                }
+            }
+            let Some((p, e)) = head else { break };
+            if e.ts > unknown_after || !clocks.values().all(|c| c.allows(p, e.offset, e.ts)) {
+                break;
+            }
+            let Some(part) = parts.get_mut(&p) else { break };
+            part.buf.pop_front();
+            part.last_ts = e.ts;
+            if part.buf.is_empty() && !part.at_end {
+                part.empty_since = Some(now);
+            }
+            crate::engine::apply_merchant(&self.engine.state, e.merchant, e.ts, e.amount);
+            applied += 1;
+        }
+        let low = parts.values().map(Part::low).min().unwrap_or(i64::MAX);
+        let newest = parts.values().map(|p| p.last_ts).max().unwrap_or(i64::MIN);
+        drop(parts);
+        if applied > 0 {
+            self.metrics.events.inc_by(applied);
+        }
+        if self.low.swap(low, Ordering::AcqRel) != low {
+            for c in clocks.values() {
+                if c.waiting_for.load(Ordering::Acquire) <= low {
+                    c.wake.notify_one();
+                }
+            }
+        }
+        let shown = if low == i64::MAX { newest } else { low };
+        if shown != i64::MIN && shown != i64::MAX {
+            self.metrics.watermark.set(shown as f64 / 1000.0);
         }
     }
 }
@@ -316,12 +358,12 @@ fn start(consumer: &BaseConsumer, topic: &str, cfg: &Config) -> Result<Vec<i32>,
     Ok(ids)
 }
 
-/// Runs the feed until `token` is cancelled. Blocking: run it on a thread of its own. Start-up
-/// errors (a topic just created has no leader yet, the broker is down) are retried; once it
-/// runs, consume errors are logged and retried.
+/// Reads every partition of the transactions topic into the merge's buffers until `token` is
+/// cancelled. Blocking: run it on a thread of its own. Start-up errors (a topic just created
+/// has no leader yet, the broker is down) are retried; once it runs, consume errors are logged
+/// and retried.
 pub(super) fn feed(
     sync: Arc<MerchantSync>,
-    engine: Arc<Engine>,
     cfg: Arc<Config>,
     token: CancellationToken,
 ) -> Result<(), KafkaError> {
@@ -352,10 +394,10 @@ pub(super) fn feed(
         partitions = ids.len(),
         "Merchant table: reading every partition for the merchant windows."
     );
-    let mut parts: HashMap<i32, Part> = ids
-        .iter()
-        .map(|&p| {
-            (
+    {
+        let mut parts = lock(&sync.parts);
+        for &p in &ids {
+            parts.insert(
                 p,
                 Part {
                     buf: VecDeque::new(),
@@ -364,57 +406,36 @@ pub(super) fn feed(
                     last_ts: i64::MIN,
                     empty_since: Some(Instant::now()),
                 },
-            )
-        })
-        .collect();
+            );
+        }
+    }
     let mut errors = 0u32;
-    let mut clocks: Vec<Arc<TaskClock>> = Vec::new();
-    let mut idle = false;
+    let mut batch: Vec<(i32, Option<Entry>)> = Vec::with_capacity(2048);
+    let mut eof: Vec<i32> = Vec::new();
     while !token.is_cancelled() {
-        sync.moved_flag.store(false, Ordering::SeqCst);
-        // Fill the buffers.
-        let mut got = 0usize;
-        let buffered = parts.values().any(|p| !p.buf.is_empty());
-        // Nothing buffered and nothing new last time: wait for messages a little.
-        let mut wait = if idle && !buffered {
-            Duration::from_millis(5)
-        } else {
-            Duration::ZERO
-        };
-        while got < 2048 {
+        // Read what is there (waiting a little when nothing is), then hand it to the merge.
+        let mut wait = Duration::from_millis(5);
+        while batch.len() < 2048 {
             let m = match consumer.poll(wait) {
                 None => break,
                 Some(m) => m,
             };
             wait = Duration::ZERO;
-            got += 1;
             match m {
                 Ok(m) => {
                     errors = 0;
-                    let Some(part) = parts.get_mut(&m.partition()) else {
-                        continue;
-                    };
-                    part.at_end = false;
-                    part.empty_since = None;
                     let now_ms = chrono::Utc::now().timestamp_millis();
-                    if let Ok(tx) = decode(m.payload().unwrap_or_default(), &cfg.input, now_ms) {
-                        part.buf.push_back(Entry {
+                    let entry = decode(m.payload().unwrap_or_default(), &cfg.input, now_ms)
+                        .ok()
+                        .map(|tx| Entry {
                             offset: m.offset(),
                             ts: tx.ts,
                             merchant: key_of(&tx.merchant_id),
                             amount: tx.amount as f32,
                         });
-                    }
-                    if !part.paused && part.buf.len() >= FEED_BUFFER {
-                        part.paused = true;
-                        set_paused(&consumer, &topic, m.partition(), true);
-                    }
+                    batch.push((m.partition(), entry));
                 }
-                Err(KafkaError::PartitionEOF(p)) => {
-                    if let Some(part) = parts.get_mut(&p) {
-                        part.at_end = true;
-                    }
-                }
+                Err(KafkaError::PartitionEOF(p)) => eof.push(p),
                 Err(e) => {
                     errors += 1;
                     if errors.is_power_of_two() {
@@ -424,61 +445,41 @@ pub(super) fn feed(
                 }
             }
         }
-        // Apply, in event-time order, what every task lets through.
-        clocks.clear();
-        clocks.extend(lock(&sync.clocks).values().cloned());
-        let mut applied = 0u64;
-        loop {
-            let now = Instant::now();
-            let mut head: Option<(i32, Entry)> = None;
-            // A partition with nothing buffered, not at its end, may still bring an earlier
-            // transaction: wait for it a little.
-            let mut unknown_after = i64::MAX;
-            for (&p, part) in parts.iter_mut() {
-                match part.buf.front() {
-                    Some(e) => {
-                        if head.is_none_or(|(_, h)| e.ts < h.ts) {
-                            head = Some((p, *e));
-                        }
-                    }
-                    None if part.at_end => {}
-                    None => {
-                        let since = *part.empty_since.get_or_insert(now);
-                        if now.duration_since(since) < FEED_PARTITION_IDLE {
-                            unknown_after = unknown_after.min(part.last_ts);
-                        }
+        let mut pause = Vec::new();
+        let mut resume = Vec::new();
+        {
+            let mut parts = lock(&sync.parts);
+            for (p, entry) in batch.drain(..) {
+                if let Some(part) = parts.get_mut(&p) {
+                    part.at_end = false;
+                    part.empty_since = None;
+                    if let Some(e) = entry {
+                        part.buf.push_back(e);
                     }
                 }
             }
-            let Some((p, e)) = head else { break };
-            if e.ts > unknown_after {
-                break;
+            for p in eof.drain(..) {
+                if let Some(part) = parts.get_mut(&p) {
+                    part.at_end = true;
+                }
             }
-            if !sync.allows(&clocks, p, e.offset, e.ts) {
-                break;
+            for (&p, part) in parts.iter_mut() {
+                if !part.paused && part.buf.len() >= FEED_BUFFER {
+                    part.paused = true;
+                    pause.push(p);
+                } else if part.paused && part.buf.len() <= FEED_BUFFER / 2 {
+                    part.paused = false;
+                    resume.push(p);
+                }
             }
-            let part = parts.get_mut(&p).expect("head partition");
-            part.buf.pop_front();
-            part.last_ts = e.ts;
-            if part.buf.is_empty() && !part.at_end {
-                part.empty_since = Some(now);
-            }
-            if part.paused && part.buf.len() <= FEED_BUFFER / 2 {
-                part.paused = false;
-                set_paused(&consumer, &topic, p, false);
-            }
-            crate::engine::apply_merchant(&engine.state, e.merchant, e.ts, e.amount);
-            applied += 1;
         }
-        sync.metrics.events.inc_by(applied);
-        let low = parts.values().map(Part::low).min().unwrap_or(i64::MAX);
-        let newest = parts.values().map(|p| p.last_ts).max().unwrap_or(i64::MIN);
-        sync.publish(low, newest);
-        idle = applied == 0 && got == 0;
-        if idle && parts.values().any(|p| !p.buf.is_empty()) {
-            // Held back by a task: sleep until one moves.
-            sync.park(Duration::from_millis(5));
+        for p in pause {
+            set_paused(&consumer, &topic, p, true);
         }
+        for p in resume {
+            set_paused(&consumer, &topic, p, false);
+        }
+        sync.advance();
     }
     Ok(())
 }

@@ -126,16 +126,17 @@ pub async fn run(
     let sink = Sink::new(&cfg)?;
     let merchant_sync = match cfg.state.merchant_scope {
         crate::config::MerchantScope::Global => Some(Arc::new(merchants::MerchantSync::new(
+            engine.clone(),
             Duration::from_millis(cfg.state.merchant_sync_max_wait_ms),
             crate::metrics::MerchantTableMetrics::new(&metrics.registry)?,
         ))),
         crate::config::MerchantScope::Partition => None,
     };
     let feed = merchant_sync.clone().map(|sync| {
-        let (engine, cfg, token) = (engine.clone(), cfg.clone(), token.clone());
+        let (cfg, token) = (cfg.clone(), token.clone());
         let health = health.clone();
         tokio::task::spawn_blocking(move || {
-            let r = merchants::feed(sync, engine, cfg, token.clone());
+            let r = merchants::feed(sync, cfg, token.clone());
             if let Err(e) = &r {
                 tracing::error!(error = %e, "Merchant table stopped.");
                 health.set_problem(
