@@ -10,7 +10,7 @@ use crate::decode::{Label, Transaction};
 use crate::features::{self, FeatureSpec, FeatureVector, MAX_DIM};
 use crate::model::{Model, Predict};
 use crate::reasons::{self, Reason};
-use crate::state::{country_code, key_of, lock, LabelOutcome, State};
+use crate::state::{country_code, key_of, LabelOutcome, State};
 
 /// The verdict on one transaction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,7 +21,8 @@ pub struct Decision {
     pub score: f32,
     /// score >= threshold.
     pub alert: bool,
-    /// Beyond the allowed lateness (scored, not applied to state).
+    /// Not applied to the state of its account or merchant: older than the 30-day span, or
+    /// more than `state.max_future_secs` ahead (scored all the same).
     pub late: bool,
 }
 
@@ -30,9 +31,12 @@ pub struct Decision {
 pub struct Observed {
     /// Features, from the state before the transaction.
     pub features: FeatureVector,
-    /// Older than its account's or merchant's newest event by more than the allowed lateness:
-    /// scored, but not applied to that entity's windows.
+    /// Not applied to its account's or its merchant's state: older than that entity's 30-day
+    /// span, or too far ahead (`ahead`). Scored all the same.
     pub late: bool,
+    /// More than `state.max_future_secs` ahead of the newest event time and of the wall clock:
+    /// applied to no state.
+    pub ahead: bool,
 }
 
 /// Who applies merchant events to the state.
@@ -47,12 +51,15 @@ pub enum Merchants {
 }
 
 /// Computes the features of `tx` from the state before it (then the attributes `spec` names),
-/// and applies `tx` to the state.
+/// and applies `tx` to the state: to every window whose span still covers it, whatever the
+/// arrival order ([`crate::state`]).
+#[inline]
 pub fn observe(state: &State, tx: &Transaction<'_>, spec: &FeatureSpec) -> Observed {
     observe_with(state, tx, spec, Merchants::Apply)
 }
 
 /// [`observe`], with the merchant's windows applied here or by someone else.
+#[inline]
 pub fn observe_with(
     state: &State,
     tx: &Transaction<'_>,
@@ -63,70 +70,80 @@ pub fn observe_with(
     features::attribute_features(tx, &spec.attributes, &mut fv);
     features::time_features(tx, &mut fv);
     let merchant_key = key_of(&tx.merchant_id);
-    let mut late = observe_account(state, tx, merchant_key, &mut fv);
-    let m = state.merchant(merchant_key);
-    let mut m = lock(&m);
-    features::merchant_features(&m, tx, spec.feedback_delay_days, &mut fv);
-    if merchants == Merchants::Apply {
-        late |= apply_merchant_locked(state, &mut m, tx.ts, tx.amount as f32);
+    let ahead = state.too_far_ahead(tx.ts);
+    let acct_late = observe_account(state, tx, merchant_key, ahead, &mut fv);
+    let merch_late = state.with_merchant(merchant_key, |m| {
+        features::merchant_features(m, tx, spec.feedback_delay_days, &mut fv);
+        merchants == Merchants::Apply && !ahead && apply_merchant_locked(m, tx.ts, tx.amount as f32)
+    });
+    if !ahead {
+        state.applied(tx.ts);
     }
-    Observed { features: fv, late }
+    Observed {
+        features: fv,
+        late: ahead || acct_late || merch_late,
+        ahead,
+    }
 }
 
 /// Applies `tx` to its account only (the merchant's windows are someone else's), for a state
-/// warm-up of account history. True if it was too late for the account's windows.
+/// warm-up of account history. True if it was not applied (too old for the account's 30-day
+/// span, or too far ahead).
 pub fn observe_account_only(state: &State, tx: &Transaction<'_>) -> bool {
     let mut fv = [0.0f32; MAX_DIM];
-    observe_account(state, tx, key_of(&tx.merchant_id), &mut fv)
+    let ahead = state.too_far_ahead(tx.ts);
+    let late = observe_account(state, tx, key_of(&tx.merchant_id), ahead, &mut fv);
+    if !ahead {
+        state.applied(tx.ts);
+    }
+    ahead || late
 }
 
-/// Account features into `fv`, then `tx` applied to the account (and the label lookup). True if
-/// it was too late for the account's windows.
+/// Account features into `fv`, then, unless `ahead`, `tx` applied to the account (and the label
+/// lookup). True if it was not applied to the account's windows.
+#[inline]
 fn observe_account(
     state: &State,
     tx: &Transaction<'_>,
     merchant_key: u64,
+    ahead: bool,
     fv: &mut FeatureVector,
 ) -> bool {
-    let tx_key = key_of(&tx.tx_id);
-    let ts_s = tx.ts.div_euclid(1000);
-    state.remember_tx(tx_key.max(1), merchant_key, ts_s);
-    let acc = state.account(key_of(&tx.account_id));
-    let mut a = lock(&acc);
-    features::account_features(&a, tx, fv);
-    if !a.is_new() && tx.ts < a.w.max_ts_ms.saturating_sub(state.lateness_ms) {
-        return true;
+    if !ahead {
+        state.remember_tx(
+            key_of(&tx.tx_id).max(1),
+            merchant_key,
+            tx.ts.div_euclid(1000),
+        );
     }
-    a.w.add(tx.ts, tx.amount as f32);
-    a.remember(
-        tx_key,
-        merchant_key,
-        ts_s,
-        country_code(tx.country.as_deref()),
-    );
-    false
+    let amount = tx.amount as f32;
+    state.with_account(key_of(&tx.account_id), |a| {
+        features::account_features(a, tx, merchant_key, fv);
+        if ahead || !a.w.add(tx.ts, amount) {
+            return true;
+        }
+        a.remember(merchant_key, country_code(tx.country.as_deref()));
+        false
+    })
 }
 
 /// Applies one transaction of merchant `merchant_key` (at `ts_ms`, for `amount`) to the
-/// merchant's windows, as [`observe`] does. True if it was too late for them.
+/// merchant's windows, as [`observe`] does. True if it was not applied (too old for the
+/// merchant's 30-day span, or too far ahead).
 pub fn apply_merchant(state: &State, merchant_key: u64, ts_ms: i64, amount: f32) -> bool {
-    let m = state.merchant(merchant_key);
-    let mut m = lock(&m);
-    apply_merchant_locked(state, &mut m, ts_ms, amount)
-}
-
-fn apply_merchant_locked(
-    state: &State,
-    m: &mut crate::state::MerchantState,
-    ts_ms: i64,
-    amount: f32,
-) -> bool {
-    m.feedback.add_tx(ts_ms.div_euclid(1000));
-    if m.w.max_ts_ms != i64::MIN && ts_ms < m.w.max_ts_ms.saturating_sub(state.lateness_ms) {
+    if state.too_far_ahead(ts_ms) {
         return true;
     }
-    m.w.add(ts_ms, amount);
-    false
+    let late = state.with_merchant(merchant_key, |m| apply_merchant_locked(m, ts_ms, amount));
+    state.applied(ts_ms);
+    late
+}
+
+#[inline]
+fn apply_merchant_locked(m: &mut crate::state::MerchantState, ts_ms: i64, amount: f32) -> bool {
+    m.feedback.add_tx(ts_ms.div_euclid(1000));
+    !m.w.add(ts_ms, amount)
+}
 }
 
 /// State plus model: the whole per-event decision. The model can be swapped atomically while
@@ -247,6 +264,69 @@ mod tests {
             lon: None,
             attributes: None,
         }
+    }
+
+    fn observe_default(s: &State, t: &Transaction<'_>) -> Observed {
+        observe(s, t, &FeatureSpec::default())
+    }
+
+    /// Issue 8: events out of order within the 30-day span are applied as if in order: the
+    /// same events in time order and newest first leave the same windows.
+    #[test]
+    fn out_of_order_within_the_span_is_applied_as_in_order() {
+        let t0 = 1_700_000_000i64;
+        let events: Vec<_> = (0..40i64)
+            .map(|k| (t0 + k * 17_000 + (k * 7_919) % 600, 10.0 + (k % 9) as f64))
+            .collect();
+        let in_order = State::new(&StateConfig::default());
+        let shuffled = State::new(&StateConfig::default());
+        for (i, (ts, a)) in events.iter().enumerate() {
+            assert!(!observe_default(&in_order, &tx(format!("a{i}"), *ts, "m1", *a)).late);
+        }
+        for (i, (ts, a)) in events.iter().enumerate().rev() {
+            let o = observe_default(&shuffled, &tx(format!("a{i}"), *ts, "m1", *a));
+            assert!(
+                !o.late,
+                "event {i}, {} s behind, is within the span",
+                events[39].0 - ts
+            );
+        }
+        let probe = tx("p".into(), t0 + 40 * 17_000, "m1", 50.0);
+        let a = observe_default(&in_order, &probe).features;
+        let b = observe_default(&shuffled, &probe).features;
+        for i in 0..crate::features::N_FEATURES {
+            approx::assert_abs_diff_eq!(a[i], b[i], epsilon = 1e-3);
+        }
+        assert_eq!(a[13], 40.0, "30-day count");
+    }
+
+    /// Issue 8: an event older than its entity's 30-day span, or more than
+    /// `state.max_future_secs` ahead of the newest event and of the wall clock, is scored,
+    /// flagged, and applied to nothing; in particular it does not move time forward.
+    #[test]
+    fn too_old_or_too_far_ahead_is_not_applied() {
+        let s = State::new(&StateConfig::default());
+        let t0 = 1_700_000_000i64;
+        assert!(!observe_default(&s, &tx("a".into(), t0, "m1", 10.0)).late);
+        let old = observe_default(&s, &tx("old".into(), t0 - 31 * 86_400, "m1", 10.0));
+        assert!(old.late && !old.ahead);
+        let now_s = chrono::Utc::now().timestamp();
+        let far = observe_default(&s, &tx("far".into(), now_s + 86_400, "m1", 10.0));
+        assert!(far.late && far.ahead);
+        let next = observe_default(&s, &tx("b".into(), t0 + 60, "m1", 10.0));
+        assert!(!next.late);
+        assert_eq!(next.features[13], 1.0, "only the first event counts");
+        assert_eq!(
+            next.features[20], 60.0,
+            "time since the previous: not moved forward"
+        );
+        assert_eq!(
+            next.features[37], 1.0,
+            "merchant: only the first event counts"
+        );
+        // Within the bound of the wall clock is fine (a live stream).
+        let soon = observe_default(&s, &tx("soon".into(), now_s + 60, "m1", 10.0));
+        assert!(!soon.late && !soon.ahead);
     }
 
     /// An amount far below the account's usual is not a fraud reason (the unsupervised default

@@ -6,7 +6,8 @@
 
 use crate::decode::Transaction;
 use crate::state::window::Agg;
-use crate::state::{country_code, key_of, AccountState, MerchantState, Windows};
+use crate::state::window::Count;
+use crate::state::{country_code, AccountState, MerchantState, Windows};
 
 /// Number of windowed features.
 pub const N_FEATURES: usize = 52;
@@ -404,7 +405,7 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 /// Aggregates of the four windows ending at `ts_ms`: 1h, 1d, 7d, 30d.
 #[inline]
-pub fn window_aggs(w: &Windows, ts_ms: i64) -> [Agg; 4] {
+pub fn window_aggs<C: Count, const SQ: usize>(w: &Windows<C, SQ>, ts_ms: i64) -> [Agg; 4] {
     let s = ts_ms.div_euclid(1000);
     let (d7, d30) = w.day.windows2(s, 7, 30);
     [w.fine.window(s, 12), w.hour.window(s, 24), d7, d30]
@@ -421,8 +422,15 @@ fn put_windows(out: &mut FeatureVector, at: usize, aggs: &[Agg; 4]) {
     }
 }
 
-/// Writes the account features (indices 0..25) from the account's state before `tx`.
-pub fn account_features(acc: &AccountState, tx: &Transaction<'_>, out: &mut FeatureVector) {
+/// Writes the account features (indices 0..25) from the account's state before `tx`
+/// (`merchant_key`: [`crate::state::key_of`] its merchant).
+#[inline]
+pub fn account_features(
+    acc: &AccountState,
+    tx: &Transaction<'_>,
+    merchant_key: u64,
+    out: &mut FeatureVector,
+) {
     let amount = tx.amount as f32;
     out[0] = amount;
     let aggs = window_aggs(&acc.w, tx.ts);
@@ -452,7 +460,7 @@ pub fn account_features(acc: &AccountState, tx: &Transaction<'_>, out: &mut Feat
     out[22] = if acc.is_new() {
         0.0
     } else {
-        f32::from(u8::from(!acc.knows_merchant(key_of(&tx.merchant_id))))
+        f32::from(u8::from(!acc.knows_merchant(merchant_key)))
     };
     let c = country_code(tx.country.as_deref());
     out[23] = if acc.is_new() || c == 0 || acc.countries.iter().all(|x| *x == 0) {
@@ -466,7 +474,7 @@ pub fn account_features(acc: &AccountState, tx: &Transaction<'_>, out: &mut Feat
 
 /// Days an entity has been known (0 for a new one), capped at a year.
 #[inline]
-fn days_known(w: &Windows, ts_ms: i64) -> f32 {
+fn days_known<C: Count, const SQ: usize>(w: &Windows<C, SQ>, ts_ms: i64) -> f32 {
     if w.min_ts_ms == i64::MAX {
         0.0
     } else {
@@ -476,6 +484,7 @@ fn days_known(w: &Windows, ts_ms: i64) -> f32 {
 
 /// Writes the merchant features (indices 25..44 and 44..50) from the merchant's state before
 /// `tx`; the fraud rates are over matured days only (see [`crate::state::feedback`]).
+#[inline]
 pub fn merchant_features(
     m: &MerchantState,
     tx: &Transaction<'_>,

@@ -169,7 +169,7 @@ struct RawState {
     max_accounts: i64,
     max_merchants: i64,
     idle_ttl_secs: i64,
-    allowed_lateness_secs: i64,
+    max_future_secs: i64,
     warmup_secs: i64,
     label_lookup_entries: i64,
     merchant_scope: String,
@@ -283,8 +283,9 @@ pub struct StateConfig {
     pub max_merchants: u64,
     /// Idle time after which an entity is evicted, in seconds.
     pub idle_ttl_secs: u64,
-    /// Out-of-order tolerance, in seconds.
-    pub allowed_lateness_secs: i64,
+    /// How far ahead of the newest event time applied (and of the wall clock) an event may be
+    /// and still be applied to state, in seconds.
+    pub max_future_secs: i64,
     /// History replayed into state when a partition starts, in seconds; 0 disables.
     pub warmup_secs: u64,
     /// Most recent transactions remembered (tx id → merchant, time) to credit a label that
@@ -321,7 +322,7 @@ impl Default for StateConfig {
             max_accounts: 1_000_000,
             max_merchants: 200_000,
             idle_ttl_secs: 35 * 86_400,
-            allowed_lateness_secs: 3_600,
+            max_future_secs: 300,
             warmup_secs: 30 * 86_400,
             label_lookup_entries: 4_000_000,
             merchant_scope: MerchantScope::Global,
@@ -406,7 +407,7 @@ impl Config {
         let _ = writeln!(o, "max_accounts = {}", st.max_accounts);
         let _ = writeln!(o, "max_merchants = {}", st.max_merchants);
         let _ = writeln!(o, "idle_ttl_secs = {}", st.idle_ttl_secs);
-        let _ = writeln!(o, "allowed_lateness_secs = {}", st.allowed_lateness_secs);
+        let _ = writeln!(o, "max_future_secs = {}", st.max_future_secs);
         let _ = writeln!(o, "warmup_secs = {}", st.warmup_secs);
         let _ = writeln!(o, "label_lookup_entries = {}", st.label_lookup_entries);
         let _ = writeln!(o, "merchant_scope = {}", q(st.merchant_scope.as_str()));
@@ -1010,10 +1011,10 @@ impl TryFrom<RawConfig> for Config {
                 s.merchant_sync_max_wait_ms
             ));
         }
-        if !(0..=86_400).contains(&s.allowed_lateness_secs) {
+        if !(0..=86_400 * 365).contains(&s.max_future_secs) {
             p.push(format!(
-                "state.allowed_lateness_secs: must be in 0..=86400, got {}",
-                s.allowed_lateness_secs
+                "state.max_future_secs: must be in 0..=31536000, got {}",
+                s.max_future_secs
             ));
         }
 
@@ -1081,7 +1082,7 @@ impl TryFrom<RawConfig> for Config {
                     max_accounts,
                     max_merchants,
                     idle_ttl_secs,
-                    allowed_lateness_secs: s.allowed_lateness_secs,
+                    max_future_secs: s.max_future_secs,
                     warmup_secs: s.warmup_secs.max(0) as u64,
                     label_lookup_entries: s.label_lookup_entries.max(0) as u64,
                     merchant_scope,

@@ -1,37 +1,46 @@
-//! Per-account and per-merchant event-time state, held in bounded moka caches.
+//! Per-account and per-merchant event-time state, in sharded tables owned by the process.
 //!
-//! Each entity keeps three rings of buckets ([`window::Ring`]): 5-minute buckets for the 10-minute
-//! velocity and the 1-hour window, 1-hour buckets for the 1-day window, 1-day buckets for the
-//! 7-day and 30-day windows. Ring lengths are the window plus the allowed lateness, so a late
-//! event within `state.allowed_lateness_secs` lands in its own bucket.
+//! Each entity keeps three rings of buckets ([`window::Ring`]): twelve 5-minute buckets for the
+//! 10-minute velocity and the 1-hour window, twenty-four 1-hour buckets for the 1-day window,
+//! thirty 1-day buckets for the 7-day and 30-day windows. A ring holds exactly its longest
+//! window, so an event out of order is applied to every ring whose span still covers it (its
+//! windows come out as if it had arrived in order); an event older than the 30-day span of its
+//! entity, or more than `state.max_future_secs` ahead of the newest event time applied and of
+//! the wall clock, is counted as late, scored, and not applied (it never moves time forward).
 //!
 //! # Memory per entity
-//! With the default lateness of 3600 s the rings hold 24 + 25 + 31 = 80 buckets of 16 bytes
-//! (1280 bytes). An account adds its 16 most recent transactions (24 bytes each, 384 bytes) for
-//! new-merchant flags and label attribution, 4 recent countries and counters: 1784 bytes of
-//! state per account ([`AccountState::heap_bytes`], asserted in a test), about 1.9 KB with the
-//! `Arc<Mutex<..>>` and moka's entry (about 100 bytes). A merchant adds a 31-bucket fraud ring:
-//! 1912 bytes, about 2.0 KB in the cache. 1,000,000 accounts cost about 1.9 GB;
-//! `state.max_accounts` bounds it.
+//! An account's rings count in 16 bits and store columns: 12 × 10 + 24 × 10 + 30 × 14 = 780
+//! bytes (the 30-day ring keeps sums of squares for the z-score). It adds fingerprints of its
+//! 16 most recent merchants (64 bytes, for the new-merchant flag), 4 recent countries, counters
+//! and times: [`AccountState::heap_bytes`], asserted in a test. Held in a table slot with its
+//! key, plus the index entry (16 bytes at a load factor between 0.44 and 0.87): see the README
+//! for the RSS measured at 1,000,000 accounts. A merchant has 32-bit counts and no sums of
+//! squares, plus a 64-day feedback ring (512 bytes). `state.max_accounts` and
+//! `state.max_merchants` bound the tables.
 //!
 //! Entities are keyed by a 64-bit hash of their id, so a lookup allocates nothing. Two ids
 //! sharing a hash (odds about n²/2⁶⁵: 3·10⁻⁶ for ten million ids) would share state.
+//!
+//! # Tables
+//! A table is 64 shards, each a `Mutex` over an index (key → slot) and a slab of entries: one
+//! uncontended lock and one probe per entity per event, no allocation on the hot path, no
+//! reference counting. When a shard is full, the entries idle for `state.idle_ttl_secs` of event
+//! time are evicted, then the least recently active eighth of it (by newest event time).
 
 pub mod feedback;
 pub mod lookup;
 pub mod window;
 
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use moka::sync::Cache;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::config::StateConfig;
 use crate::decode::Label;
 use feedback::Feedback;
 use lookup::TxLookup;
-use window::Ring;
+use window::{Count, Ring};
 
 /// Width of the fine ring's buckets, seconds.
 pub const RES_FINE_S: i64 = 300;
@@ -39,8 +48,15 @@ pub const RES_FINE_S: i64 = 300;
 pub const RES_HOUR_S: i64 = 3_600;
 /// Width of the daily ring's buckets, seconds.
 pub const RES_DAY_S: i64 = 86_400;
+/// Buckets of the fine ring (1 hour).
+pub const FINE_BUCKETS: usize = 12;
+/// Buckets of the hourly ring (1 day).
+pub const HOUR_BUCKETS: usize = 24;
+/// Buckets of the daily ring (30 days): the longest window, the span beyond which an event is
+/// too old for its entity.
+pub const DAY_BUCKETS: usize = 30;
 
-/// Recent transactions kept per account.
+/// Recent merchants kept per account.
 pub const RECENT_TX: usize = 16;
 /// Recent distinct countries kept per account.
 pub const RECENT_COUNTRIES: usize = 4;
@@ -62,130 +78,124 @@ pub fn country_code(c: Option<&str>) -> u16 {
     }
 }
 
-/// The three rings shared by accounts and merchants.
+/// A 32-bit fingerprint of a merchant key, never 0 (0 marks an empty slot).
+#[inline]
+fn fingerprint(merchant_key: u64) -> u32 {
+    ((merchant_key >> 32) as u32 ^ merchant_key as u32).max(1)
+}
+
+/// The three rings of an entity, with counts of type `C` and, when `SQ` is 30, sums of squares
+/// in the daily ring.
 #[derive(Debug, Clone)]
-pub struct Windows {
+pub struct Windows<C: Count, const SQ: usize> {
     /// 5-minute buckets.
-    pub fine: Ring,
+    pub fine: Ring<C, FINE_BUCKETS, RES_FINE_S, 0>,
     /// 1-hour buckets.
-    pub hour: Ring,
+    pub hour: Ring<C, HOUR_BUCKETS, RES_HOUR_S, 0>,
     /// 1-day buckets.
-    pub day: Ring,
+    pub day: Ring<C, DAY_BUCKETS, RES_DAY_S, SQ>,
     /// Newest event time applied, epoch ms (i64::MIN before any).
     pub max_ts_ms: i64,
     /// Oldest event time applied, epoch ms (i64::MAX before any).
     pub min_ts_ms: i64,
 }
 
-/// Ring lengths for an allowed lateness.
-#[derive(Debug, Clone, Copy)]
-pub struct RingLens {
-    fine: usize,
-    hour: usize,
-    day: usize,
-}
+/// An account's windows: 16-bit counts, sums of squares for the 30-day z-score.
+pub type AccountWindows = Windows<u16, DAY_BUCKETS>;
+/// A merchant's windows: 32-bit counts, no sums of squares.
+pub type MerchantWindows = Windows<u32, 0>;
 
-impl RingLens {
-    /// Lengths holding the longest window of each ring plus `lateness_s`.
-    pub fn for_lateness(lateness_s: i64) -> RingLens {
-        let extra = |res: i64| (lateness_s.max(0) + res - 1) / res;
-        RingLens {
-            fine: 12 + extra(RES_FINE_S).max(1) as usize,
-            hour: 24 + extra(RES_HOUR_S).max(1) as usize,
-            day: 30 + extra(RES_DAY_S).max(1) as usize,
-        }
-    }
-}
-
-impl Windows {
-    fn new(l: RingLens) -> Windows {
+impl<C: Count, const SQ: usize> Default for Windows<C, SQ> {
+    fn default() -> Self {
         Windows {
-            fine: Ring::new(RES_FINE_S, l.fine),
-            hour: Ring::new(RES_HOUR_S, l.hour),
-            day: Ring::new(RES_DAY_S, l.day),
+            fine: Ring::new(),
+            hour: Ring::new(),
+            day: Ring::new(),
             max_ts_ms: i64::MIN,
             min_ts_ms: i64::MAX,
         }
     }
-
-    /// Applies one amount at `ts_ms`.
-    pub fn add(&mut self, ts_ms: i64, amount: f32) {
-        let s = ts_ms.div_euclid(1000);
-        self.fine.add(s, amount);
-        self.hour.add(s, amount);
-        self.day.add(s, amount);
-        self.max_ts_ms = self.max_ts_ms.max(ts_ms);
-        self.min_ts_ms = self.min_ts_ms.min(ts_ms);
-    }
-
-    /// Heap bytes of the rings.
-    pub fn heap_bytes(&self) -> usize {
-        self.fine.heap_bytes() + self.hour.heap_bytes() + self.day.heap_bytes()
-    }
 }
 
-/// One recent transaction of an account.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RecentTx {
-    /// [`key_of`] the tx_id.
-    pub tx_key: u64,
-    /// [`key_of`] the merchant_id.
-    pub merchant_key: u64,
-    /// Event time, epoch seconds.
-    pub ts_s: i64,
+impl<C: Count, const SQ: usize> Windows<C, SQ> {
+    /// Applies one amount at `ts_ms` to every ring whose span covers it. False, changing
+    /// nothing, when it is older than the 30-day span (too old for any window).
+    #[inline]
+    pub fn add(&mut self, ts_ms: i64, amount: f32) -> bool {
+        let s = ts_ms.div_euclid(1000);
+        if !self.day.add(s, amount) {
+            return false;
+        }
+        self.hour.add(s, amount);
+        self.fine.add(s, amount);
+        self.max_ts_ms = self.max_ts_ms.max(ts_ms);
+        self.min_ts_ms = self.min_ts_ms.min(ts_ms);
+        true
+    }
+
+    /// True when an event at `ts_ms` is within the 30-day span (it would be applied).
+    #[inline]
+    pub fn holds(&self, ts_ms: i64) -> bool {
+        self.day.holds(ts_ms.div_euclid(1000))
+    }
+
+    /// Bytes of the rings.
+    pub const fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
 }
 
 /// State of one account.
 #[derive(Debug, Clone)]
 pub struct AccountState {
     /// Amount windows.
-    pub w: Windows,
-    /// Ring of the most recent transactions.
-    pub recent: [RecentTx; RECENT_TX],
-    /// Next slot of `recent`.
-    pub recent_next: u8,
+    pub w: AccountWindows,
+    /// Fingerprints of the most recent merchants (0 = empty).
+    pub merchants: [u32; RECENT_TX],
     /// Recent distinct countries ([`country_code`]), 0 = empty.
     pub countries: [u16; RECENT_COUNTRIES],
     /// Confirmed frauds visible so far.
     pub frauds_visible: u32,
+    /// Next slot of `merchants`.
+    pub recent_next: u8,
+}
+
+impl Default for AccountState {
+    fn default() -> Self {
+        AccountState {
+            w: Windows::default(),
+            merchants: [0; RECENT_TX],
+            countries: [0; RECENT_COUNTRIES],
+            frauds_visible: 0,
+            recent_next: 0,
+        }
+    }
 }
 
 impl AccountState {
-    fn new(l: RingLens) -> AccountState {
-        AccountState {
-            w: Windows::new(l),
-            recent: [RecentTx::default(); RECENT_TX],
-            recent_next: 0,
-            countries: [0; RECENT_COUNTRIES],
-            frauds_visible: 0,
-        }
-    }
-
     /// True when the merchant is among the recent transactions.
+    #[inline]
     pub fn knows_merchant(&self, merchant_key: u64) -> bool {
-        self.recent
-            .iter()
-            .any(|r| r.merchant_key == merchant_key && r.tx_key != 0)
+        self.merchants.contains(&fingerprint(merchant_key))
     }
 
     /// True when the country is among the recent ones.
+    #[inline]
     pub fn knows_country(&self, code: u16) -> bool {
         self.countries.contains(&code)
     }
 
     /// True before the first transaction.
+    #[inline]
     pub fn is_new(&self) -> bool {
         self.w.max_ts_ms == i64::MIN
     }
 
-    /// Records a transaction applied to the windows.
-    pub fn remember(&mut self, tx_key: u64, merchant_key: u64, ts_s: i64, country: u16) {
+    /// Records the merchant and country of a transaction applied to the windows.
+    #[inline]
+    pub fn remember(&mut self, merchant_key: u64, country: u16) {
         let i = self.recent_next as usize % RECENT_TX;
-        self.recent[i] = RecentTx {
-            tx_key: tx_key.max(1),
-            merchant_key,
-            ts_s,
-        };
+        self.merchants[i] = fingerprint(merchant_key);
         self.recent_next = ((i + 1) % RECENT_TX) as u8;
         if country != 0 && !self.knows_country(country) {
             self.countries.rotate_right(1);
@@ -193,32 +203,25 @@ impl AccountState {
         }
     }
 
-    /// Bytes this account costs: the struct plus its rings.
-    pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.w.heap_bytes()
+    /// Bytes this account costs, before its table slot and index entry.
+    pub const fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
     }
 }
 
 /// State of one merchant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MerchantState {
     /// Amount windows.
-    pub w: Windows,
+    pub w: MerchantWindows,
     /// Transactions and reported frauds by the day of the transaction.
     pub feedback: Feedback,
 }
 
 impl MerchantState {
-    fn new(l: RingLens) -> MerchantState {
-        MerchantState {
-            w: Windows::new(l),
-            feedback: Feedback::default(),
-        }
-    }
-
-    /// Bytes this merchant costs: the struct plus its rings.
-    pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.w.heap_bytes() + self.feedback.heap_bytes()
+    /// Bytes this merchant costs, before its table slot and index entry.
+    pub const fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
     }
 }
 
@@ -234,63 +237,239 @@ pub enum LabelOutcome {
     Genuine,
 }
 
-/// Shared handle to an entity's state.
-pub type Shared<T> = Arc<Mutex<T>>;
-
 /// Locks, recovering from a poisoned lock (state stays usable; no panic path on content).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Hasher of keys that are already 64-bit hashes: one multiplication spreads the bits the
+/// shard choice (the top six) leaves constant.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, k: u64) {
+        self.0 = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Shards of a table.
+const SHARDS: usize = 64;
+
+/// What a table needs of its entries: the event time that ages them.
+trait Entity: Default {
+    fn newest_ms(&self) -> i64;
+}
+
+impl Entity for AccountState {
+    fn newest_ms(&self) -> i64 {
+        self.w.max_ts_ms
+    }
+}
+
+impl Entity for MerchantState {
+    fn newest_ms(&self) -> i64 {
+        self.w.max_ts_ms
+    }
+}
+
+struct Shard<T> {
+    index: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
+    slab: Vec<(u64, T)>,
+}
+
+impl<T: Entity> Shard<T> {
+    /// Removes the entries `drop` selects, keeping the index in step.
+    fn remove_where(&mut self, mut drop: impl FnMut(&T) -> bool) {
+        let mut i = 0;
+        while i < self.slab.len() {
+            if drop(&self.slab[i].1) {
+                let (k, _) = self.slab.swap_remove(i);
+                self.index.remove(&k);
+                if let Some((moved, _)) = self.slab.get(i) {
+                    if let Some(at) = self.index.get_mut(moved) {
+                        *at = i as u32;
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Makes room for one entry in a shard holding `cap`: idle entries first, then the least
+    /// recently active eighth.
+    fn evict(&mut self, cap: usize, idle_before_ms: i64) {
+        self.remove_where(|e| e.newest_ms() < idle_before_ms);
+        if self.slab.len() < cap {
+            return;
+        }
+        let mut times: Vec<i64> = self.slab.iter().map(|(_, e)| e.newest_ms()).collect();
+        let k = (cap / 8).max(1).min(times.len() - 1);
+        let (_, cut, _) = times.select_nth_unstable(k);
+        let cut = *cut;
+        let mut left = self.slab.len() + 1 - cap;
+        // Entries strictly older than the cut, then as many at the cut as still needed.
+        self.remove_where(|e| e.newest_ms() < cut);
+        if self.slab.len() >= cap {
+            self.remove_where(|e| {
+                let take = left > 0 && e.newest_ms() == cut;
+                if take {
+                    left = left.saturating_sub(1);
+                }
+                take
+            });
+        }
+    }
+}
+
+/// Entities of one kind, by key; see the module docs.
+struct Table<T> {
+    shards: Box<[Mutex<Shard<T>>]>,
+    cap: usize,
+}
+
+impl<T: Entity> Table<T> {
+    fn new(max_entries: u64) -> Table<T> {
+        Table {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        index: HashMap::default(),
+                        slab: Vec::new(),
+                    })
+                })
+                .collect(),
+            cap: (max_entries as usize).div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// Runs `f` on the entry of `key`, created empty if absent.
+    #[inline]
+    fn with<R>(&self, key: u64, idle_before_ms: i64, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut g = lock(&self.shards[(key >> 58) as usize % SHARDS]);
+        let sh = &mut *g;
+        let i = match sh.index.get(&key) {
+            Some(&i) => i as usize,
+            None => {
+                if sh.slab.len() >= self.cap {
+                    sh.evict(self.cap, idle_before_ms);
+                }
+                let i = sh.slab.len();
+                sh.index.insert(key, i as u32);
+                sh.slab.push((key, T::default()));
+                i
+            }
+        };
+        f(&mut sh.slab[i].1)
+    }
+
+    /// Evicts the entries idle since before `idle_before_ms`; returns the entries left.
+    fn sweep(&self, idle_before_ms: i64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| {
+                let mut s = lock(s);
+                s.remove_where(|e| e.newest_ms() != i64::MIN && e.newest_ms() < idle_before_ms);
+                s.slab.len() as u64
+            })
+            .sum()
+    }
+}
+
 /// All accounts and merchants.
 pub struct State {
-    accounts: Cache<u64, Shared<AccountState>>,
-    merchants: Cache<u64, Shared<MerchantState>>,
+    accounts: Table<AccountState>,
+    merchants: Table<MerchantState>,
     lookup: TxLookup,
-    lens: RingLens,
-    /// Allowed lateness in ms.
-    pub lateness_ms: i64,
+    /// Newest event time applied to any entity, epoch ms (i64::MIN before any).
+    newest_ms: AtomicI64,
+    idle_ms: i64,
+    /// `state.max_future_secs` in ms.
+    pub max_future_ms: i64,
 }
 
 impl State {
     /// Empty state bounded by `cfg`.
     pub fn new(cfg: &StateConfig) -> State {
-        let ttl = Duration::from_secs(cfg.idle_ttl_secs.max(1));
         State {
-            accounts: Cache::builder()
-                .max_capacity(cfg.max_accounts)
-                .time_to_idle(ttl)
-                .build(),
-            merchants: Cache::builder()
-                .max_capacity(cfg.max_merchants)
-                .time_to_idle(ttl)
-                .build(),
+            accounts: Table::new(cfg.max_accounts),
+            merchants: Table::new(cfg.max_merchants),
             lookup: TxLookup::new(cfg.label_lookup_entries),
-            lens: RingLens::for_lateness(cfg.allowed_lateness_secs),
-            lateness_ms: cfg.allowed_lateness_secs.saturating_mul(1000),
+            newest_ms: AtomicI64::new(i64::MIN),
+            idle_ms: (cfg.idle_ttl_secs.max(1) as i64).saturating_mul(1000),
+            max_future_ms: cfg.max_future_secs.saturating_mul(1000),
         }
     }
 
-    /// The account's state, created empty if absent.
-    pub fn account(&self, key: u64) -> Shared<AccountState> {
-        let lens = self.lens;
-        self.accounts
-            .get_with(key, || Arc::new(Mutex::new(AccountState::new(lens))))
+    #[inline]
+    fn idle_before_ms(&self) -> i64 {
+        let n = self.newest_ms.load(Ordering::Relaxed);
+        if n == i64::MIN {
+            i64::MIN
+        } else {
+            n.saturating_sub(self.idle_ms)
+        }
     }
 
-    /// The merchant's state, created empty if absent.
-    pub fn merchant(&self, key: u64) -> Shared<MerchantState> {
-        let lens = self.lens;
-        self.merchants
-            .get_with(key, || Arc::new(Mutex::new(MerchantState::new(lens))))
+    /// Runs `f` on the account's state, created empty if absent.
+    #[inline]
+    pub fn with_account<R>(&self, key: u64, f: impl FnOnce(&mut AccountState) -> R) -> R {
+        self.accounts.with(key, self.idle_before_ms(), f)
     }
 
-    /// Accounts plus merchants held. Runs moka's pending maintenance first (it counts lazily),
-    /// so call it from a periodic task, not per event.
+    /// Runs `f` on the merchant's state, created empty if absent.
+    #[inline]
+    pub fn with_merchant<R>(&self, key: u64, f: impl FnOnce(&mut MerchantState) -> R) -> R {
+        self.merchants.with(key, self.idle_before_ms(), f)
+    }
+
+    /// A copy of the account's state (created empty if absent), for tests and tools.
+    pub fn account(&self, key: u64) -> AccountState {
+        self.with_account(key, |a| a.clone())
+    }
+
+    /// A copy of the merchant's state (created empty if absent), for tests and tools.
+    pub fn merchant(&self, key: u64) -> MerchantState {
+        self.with_merchant(key, |m| m.clone())
+    }
+
+    /// True when an event at `ts_ms` is more than `state.max_future_secs` ahead of both the
+    /// newest event time applied and the wall clock: it is not applied to state.
+    #[inline]
+    pub fn too_far_ahead(&self, ts_ms: i64) -> bool {
+        let newest = self.newest_ms.load(Ordering::Relaxed);
+        if newest != i64::MIN && ts_ms <= newest.saturating_add(self.max_future_ms) {
+            return false;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        ts_ms > newest.max(now).saturating_add(self.max_future_ms)
+    }
+
+    /// Records that an event at `ts_ms` was applied.
+    #[inline]
+    pub fn applied(&self, ts_ms: i64) {
+        if ts_ms > self.newest_ms.load(Ordering::Relaxed) {
+            self.newest_ms.fetch_max(ts_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Accounts plus merchants held, after evicting those idle for `state.idle_ttl_secs` of
+    /// event time. Walks every entry: call it from a periodic task, not per event.
     pub fn entries(&self) -> u64 {
-        self.accounts.run_pending_tasks();
-        self.merchants.run_pending_tasks();
-        self.accounts.entry_count() + self.merchants.entry_count()
+        let before = self.idle_before_ms();
+        self.accounts.sweep(before) + self.merchants.sweep(before)
     }
 
     /// Remembers a transaction for label attribution ([`lookup`]).
@@ -307,19 +486,16 @@ impl State {
         if !label.fraud {
             return LabelOutcome::Genuine;
         }
-        {
-            let acc = self.account(key_of(&label.account_id));
-            let mut a = lock(&acc);
+        self.with_account(key_of(&label.account_id), |a| {
             a.frauds_visible = a.frauds_visible.saturating_add(1);
-        }
+        });
         let target = match (&label.merchant_id, label.ts) {
             (Some(m), Some(ts)) => Some((key_of(m), ts.div_euclid(1000))),
             _ => self.lookup.get(key_of(&label.tx_id).max(1)),
         };
         match target {
             Some((merchant_key, ts_s)) => {
-                let m = self.merchant(merchant_key);
-                if lock(&m).feedback.add_fraud(ts_s) {
+                if self.with_merchant(merchant_key, |m| m.feedback.add_fraud(ts_s)) {
                     LabelOutcome::Applied
                 } else {
                     LabelOutcome::AccountOnly
@@ -335,21 +511,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ring_lengths_follow_lateness() {
-        let l = RingLens::for_lateness(3600);
-        assert_eq!((l.fine, l.hour, l.day), (24, 25, 31));
-        let l = RingLens::for_lateness(0);
-        assert_eq!((l.fine, l.hour, l.day), (13, 25, 31));
-    }
-
-    #[test]
     fn memory_per_entity_is_as_documented() {
-        let l = RingLens::for_lateness(3600);
-        let a = AccountState::new(l);
-        let m = MerchantState::new(l);
+        let a = AccountState::default();
+        let m = MerchantState::default();
         // Documented in the module header and the README.
-        assert_eq!(a.heap_bytes(), 1792);
-        assert_eq!(m.heap_bytes(), 1912);
+        assert_eq!(a.w.bytes(), 824);
+        assert_eq!(a.heap_bytes(), 904);
+        assert_eq!(m.heap_bytes(), 1352);
     }
 
     #[test]
@@ -360,13 +528,63 @@ mod tests {
 
     #[test]
     fn recent_ring_and_countries() {
-        let mut a = AccountState::new(RingLens::for_lateness(0));
+        let mut a = AccountState::default();
         for i in 0..20u64 {
-            a.remember(100 + i, i, i as i64, country_code(Some("FR")));
+            a.remember(key_of(&format!("m{i}")), country_code(Some("FR")));
         }
-        assert!(!a.knows_merchant(3), "evicted from the 16 recent");
-        assert!(a.knows_merchant(19));
+        assert!(
+            !a.knows_merchant(key_of("m3")),
+            "evicted from the 16 recent"
+        );
+        assert!(a.knows_merchant(key_of("m19")));
         assert!(a.knows_country(country_code(Some("FR"))));
         assert!(!a.knows_country(country_code(Some("DE"))));
+    }
+
+    /// A full table evicts the least recently active entries and keeps the index in step.
+    #[test]
+    fn tables_are_bounded_and_evict_the_least_recent() {
+        let cfg = StateConfig {
+            max_accounts: 64 * 8,
+            ..StateConfig::default()
+        };
+        let s = State::new(&cfg);
+        let t0 = 1_600_000_000_000i64;
+        for i in 0..5_000i64 {
+            s.with_account(key_of(&format!("c{i}")), |a| {
+                a.w.add(t0 + i * 1000, 1.0);
+            });
+        }
+        let held = s.accounts.sweep(i64::MIN);
+        assert!(held <= 64 * 8, "{held}");
+        // The newest survive with their state; each shard's index points at its own entries.
+        assert_eq!(s.account(key_of("c4999")).w.max_ts_ms, t0 + 4_999_000);
+        for sh in s.accounts.shards.iter() {
+            let sh = lock(sh);
+            assert_eq!(sh.index.len(), sh.slab.len());
+            for (i, (k, _)) in sh.slab.iter().enumerate() {
+                assert_eq!(sh.index.get(k), Some(&(i as u32)));
+            }
+        }
+    }
+
+    /// Idle entities (by event time) leave at the periodic sweep.
+    #[test]
+    fn idle_entities_are_swept() {
+        let cfg = StateConfig {
+            idle_ttl_secs: 3_600,
+            ..StateConfig::default()
+        };
+        let s = State::new(&cfg);
+        let t0 = 1_600_000_000_000i64;
+        s.with_account(key_of("old"), |a| a.w.add(t0, 1.0));
+        s.applied(t0);
+        s.with_account(key_of("new"), |a| a.w.add(t0 + 7_200_000, 1.0));
+        s.applied(t0 + 7_200_000);
+        assert_eq!(s.entries(), 1);
+        assert!(
+            s.account(key_of("old")).is_new(),
+            "evicted, then created empty"
+        );
     }
 }

@@ -1,23 +1,46 @@
 //! Event-time windows as rings of fixed-width buckets.
 //!
-//! A ring of `len` buckets of `res_s` seconds keeps aggregates (count, sum, sum of squares, max)
-//! for the buckets `head - len + 1 ..= head`, where `head` is the bucket of the newest event
-//! applied. A window of `n` buckets ending at time `t` is the bucket holding `t` plus the `n - 1`
-//! before it: the "1 hour" window with 5-minute buckets covers between 55 and 60 minutes. That
-//! bucket alignment makes a window's value independent of arrival order, so an event that arrives
-//! late (up to `len - n` buckets behind `head`) lands exactly where it would have in order.
+//! A ring of `N` buckets of `RES` seconds keeps aggregates (count, sum, largest amount, and with
+//! `SQ = N` the sum of squares) for the buckets `head - N + 1 ..= head`, where `head` is the
+//! bucket of the newest event applied. A window of `n` buckets ending at time `t` is the bucket
+//! holding `t` plus the `n - 1` before it: the "1 hour" window with 5-minute buckets covers
+//! between 55 and 60 minutes. That bucket alignment makes a window's value independent of
+//! arrival order: an event that arrives out of order, but within the ring's span (up to `N - 1`
+//! buckets behind `head`), lands exactly where it would have in order. An older one can no
+//! longer reach any window the ring serves and is refused.
+//!
+//! Buckets are stored as columns (counts, sums, maxima), so an account's rings with 16-bit
+//! counts cost 10 bytes a bucket (14 with the sum of squares) instead of a padded 16-byte row.
 
-/// Aggregates of one bucket: 16 bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Bucket {
-    /// Events in the bucket.
-    pub count: u32,
-    /// Sum of amounts.
-    pub sum: f32,
-    /// Sum of squared amounts.
-    pub sumsq: f32,
-    /// Largest amount.
-    pub max: f32,
+/// A bucket count: 16 bits for accounts (saturating at 65,535 events a bucket), 32 for
+/// merchants.
+pub trait Count: Copy + Default + std::fmt::Debug + PartialEq {
+    /// Adds `n`, saturating.
+    fn add(&mut self, n: u32);
+    /// The count.
+    fn get(self) -> u32;
+}
+
+impl Count for u16 {
+    #[inline]
+    fn add(&mut self, n: u32) {
+        *self = u32::from(*self).saturating_add(n).min(u32::from(u16::MAX)) as u16;
+    }
+    #[inline]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+impl Count for u32 {
+    #[inline]
+    fn add(&mut self, n: u32) {
+        *self = self.saturating_add(n);
+    }
+    #[inline]
+    fn get(self) -> u32 {
+        self
+    }
 }
 
 /// Aggregates over a window.
@@ -27,7 +50,7 @@ pub struct Agg {
     pub count: u32,
     /// Sum of amounts.
     pub sum: f64,
-    /// Sum of squared amounts.
+    /// Sum of squared amounts (0 for a ring without them).
     pub sumsq: f64,
     /// Largest amount (0 when empty).
     pub max: f64,
@@ -54,102 +77,134 @@ impl Agg {
     }
 }
 
-/// A ring of buckets; see the module docs.
+/// No bucket yet.
+const EMPTY: i64 = i64::MIN;
+
+/// A ring of `N` buckets of `RES` seconds with counts of type `C`, and sums of squares when
+/// `SQ == N` (`SQ == 0`: none); see the module docs.
 #[derive(Debug, Clone)]
-pub struct Ring {
-    res_s: i64,
+pub struct Ring<C: Count, const N: usize, const RES: i64, const SQ: usize> {
     head: i64,
-    buckets: Box<[Bucket]>,
+    count: [C; N],
+    sum: [f32; N],
+    max: [f32; N],
+    sumsq: [f32; SQ],
 }
 
-impl Ring {
-    /// A ring of `len` buckets of `res_s` seconds.
-    pub fn new(res_s: i64, len: usize) -> Ring {
+impl<C: Count, const N: usize, const RES: i64, const SQ: usize> Default for Ring<C, N, RES, SQ> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Count, const N: usize, const RES: i64, const SQ: usize> Ring<C, N, RES, SQ> {
+    /// An empty ring.
+    pub fn new() -> Self {
+        const { assert!(N > 0 && RES > 0 && (SQ == 0 || SQ == N)) };
         Ring {
-            res_s,
-            head: i64::MIN,
-            buckets: vec![Bucket::default(); len.max(1)].into_boxed_slice(),
+            head: EMPTY,
+            count: [C::default(); N],
+            sum: [0.0; N],
+            max: [0.0; N],
+            sumsq: [0.0; SQ],
         }
     }
 
     /// Bucket index of a time in seconds.
     #[inline]
-    pub fn index(&self, ts_s: i64) -> i64 {
-        ts_s.div_euclid(self.res_s)
+    pub fn index(ts_s: i64) -> i64 {
+        ts_s.div_euclid(RES)
     }
 
     /// Buckets held.
-    pub fn len(&self) -> usize {
-        self.buckets.len()
+    pub const fn len(&self) -> usize {
+        N
     }
 
     /// True before the first event.
     pub fn is_empty(&self) -> bool {
-        self.head == i64::MIN
+        self.head == EMPTY
     }
 
-    /// Heap bytes held.
-    pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.buckets)
+    /// Bucket of the newest event (`None` before any).
+    pub fn head(&self) -> Option<i64> {
+        (self.head != EMPTY).then_some(self.head)
     }
 
     #[inline]
-    fn slot(&self, idx: i64) -> usize {
-        idx.rem_euclid(self.buckets.len() as i64) as usize
+    fn slot(idx: i64) -> usize {
+        idx.rem_euclid(N as i64) as usize
+    }
+
+    #[inline]
+    fn clear(&mut self, s: usize) {
+        self.count[s] = C::default();
+        self.sum[s] = 0.0;
+        self.max[s] = 0.0;
+        if SQ > 0 {
+            self.sumsq[s] = 0.0;
+        }
+    }
+
+    /// True when an event at `ts_s` would be held (its bucket has not left the ring).
+    #[inline]
+    pub fn holds(&self, ts_s: i64) -> bool {
+        self.head == EMPTY || Self::index(ts_s) > self.head - N as i64
     }
 
     /// Adds one amount at `ts_s`. Returns false, changing nothing, when the bucket has already
     /// left the ring.
+    #[inline]
     pub fn add(&mut self, ts_s: i64, amount: f32) -> bool {
-        let idx = self.index(ts_s);
+        let idx = Self::index(ts_s);
         if !self.advance_to(idx) {
             return false;
         }
-        let slot = self.slot(idx);
-        let b = &mut self.buckets[slot];
-        b.count = b.count.saturating_add(1);
-        b.sum += amount;
-        b.sumsq += amount * amount;
-        if amount > b.max {
-            b.max = amount;
+        let s = Self::slot(idx);
+        self.count[s].add(1);
+        self.sum[s] += amount;
+        if SQ > 0 {
+            self.sumsq[s] += amount * amount;
+        }
+        if amount > self.max[s] {
+            self.max[s] = amount;
         }
         true
     }
 
-    /// Adds `n` to the count of the bucket at `ts_s` only (used for fraud counts). Returns false
-    /// when the bucket has left the ring.
+    /// Adds `n` to the count of the bucket at `ts_s` only. Returns false when the bucket has
+    /// left the ring.
     pub fn add_count(&mut self, ts_s: i64, n: u32) -> bool {
-        let idx = self.index(ts_s);
+        let idx = Self::index(ts_s);
         if !self.advance_to(idx) {
             return false;
         }
-        let slot = self.slot(idx);
-        self.buckets[slot].count = self.buckets[slot].count.saturating_add(n);
+        self.count[Self::slot(idx)].add(n);
         true
     }
 
     /// Moves `head` forward to `idx` if newer, clearing the buckets it passes. False if `idx` is
     /// too old to be held.
+    #[inline]
     fn advance_to(&mut self, idx: i64) -> bool {
-        let len = self.buckets.len() as i64;
-        if self.head == i64::MIN {
+        if self.head == EMPTY {
             self.head = idx;
             return true;
         }
         if idx > self.head {
-            let gap = idx - self.head;
-            if gap >= len {
-                self.buckets.fill(Bucket::default());
+            if idx - self.head >= N as i64 {
+                for s in 0..N {
+                    self.clear(s);
+                }
             } else {
                 for i in (self.head + 1)..=idx {
-                    let s = self.slot(i);
-                    self.buckets[s] = Bucket::default();
+                    self.clear(Self::slot(i));
                 }
             }
             self.head = idx;
             true
         } else {
-            idx > self.head - len
+            idx > self.head - N as i64
         }
     }
 
@@ -162,15 +217,15 @@ impl Ring {
 
     /// Aggregates over the `short` and the `long` (>= short) buckets ending with the one holding
     /// `end_ts_s`, in one pass from the newest bucket back.
+    #[inline]
     pub fn windows2(&self, end_ts_s: i64, short: usize, long: usize) -> (Agg, Agg) {
         let mut agg = Agg::default();
         let mut short_agg = Agg::default();
-        if self.head == i64::MIN {
+        if self.head == EMPTY {
             return (short_agg, agg);
         }
-        let len = self.buckets.len() as i64;
-        let end = self.index(end_ts_s);
-        let oldest_held = self.head - len + 1;
+        let end = Self::index(end_ts_s);
+        let oldest_held = self.head - N as i64 + 1;
         // Slots after `head` hold stale buckets of an earlier lap: never read them.
         let last = end.min(self.head);
         let short_start = end - short as i64 + 1;
@@ -179,7 +234,7 @@ impl Ring {
             return (short_agg, agg);
         }
         // Walk from `last` back to `start`, stepping the slot without a division per bucket.
-        let mut slot = self.slot(last);
+        let mut slot = Self::slot(last);
         let mut i = last;
         let mut taken = false;
         loop {
@@ -187,24 +242,23 @@ impl Ring {
                 short_agg = agg;
                 taken = true;
             }
-            let b = &self.buckets[slot];
-            if b.count > 0 {
-                agg.count += b.count;
-                agg.sum += b.sum as f64;
-                agg.sumsq += b.sumsq as f64;
-                if b.max as f64 > agg.max {
-                    agg.max = b.max as f64;
+            let c = self.count[slot].get();
+            if c > 0 {
+                agg.count += c;
+                agg.sum += f64::from(self.sum[slot]);
+                if SQ > 0 {
+                    agg.sumsq += f64::from(self.sumsq[slot]);
+                }
+                let m = f64::from(self.max[slot]);
+                if m > agg.max {
+                    agg.max = m;
                 }
             }
             if i == start {
                 break;
             }
             i -= 1;
-            slot = if slot == 0 {
-                len as usize - 1
-            } else {
-                slot - 1
-            };
+            slot = if slot == 0 { N - 1 } else { slot - 1 };
         }
         if !taken {
             short_agg = agg;
@@ -220,7 +274,7 @@ mod tests {
 
     #[test]
     fn window_sums_hand_computed() {
-        let mut r = Ring::new(300, 24);
+        let mut r = Ring::<u32, 24, 300, 0>::new();
         let t0 = 1_000_000 * 300; // bucket-aligned
         assert!(r.add(t0, 10.0));
         assert!(r.add(t0 + 299, 20.0));
@@ -239,7 +293,7 @@ mod tests {
 
     #[test]
     fn too_old_is_refused_and_changes_nothing() {
-        let mut r = Ring::new(60, 4);
+        let mut r = Ring::<u32, 4, 60, 4>::new();
         assert!(r.add(600, 1.0));
         assert!(r.add(600 - 180, 1.0)); // 3 buckets back: held
         assert!(!r.add(600 - 240, 1.0)); // 4 back: gone
@@ -248,7 +302,7 @@ mod tests {
 
     #[test]
     fn std_of_window() {
-        let mut r = Ring::new(60, 4);
+        let mut r = Ring::<u32, 4, 60, 4>::new();
         for a in [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0] {
             r.add(0, a);
         }
@@ -262,8 +316,8 @@ mod tests {
             // ring of 60 s buckets, 60 buckets: everything within 3000 s fits.
             let mut sorted = events.clone();
             sorted.sort();
-            let mut a = Ring::new(60, 60);
-            let mut b = Ring::new(60, 60);
+            let mut a = Ring::<u32, 60, 60, 0>::new();
+            let mut b = Ring::<u16, 60, 60, 0>::new();
             for (t, amt) in &sorted { prop_assert!(a.add(*t, *amt as f32)); }
             // reverse order: newest first, all within the ring span
             events.sort_by(|x, y| y.cmp(x));
@@ -282,7 +336,7 @@ mod tests {
         fn windows2_matches_window(events in proptest::collection::vec((0i64..5_000, 1u32..100), 1..80), end in 0i64..6_000, a in 1usize..40, b in 1usize..40) {
             let mut sorted = events.clone();
             sorted.sort();
-            let mut r = Ring::new(60, 45);
+            let mut r = Ring::<u16, 45, 60, 0>::new();
             for (t, amt) in &sorted { r.add(*t, *amt as f32); }
             let (short, long) = (a.min(b), a.max(b));
             let (s2, l2) = r.windows2(end, short, long);
@@ -309,7 +363,7 @@ mod tests {
         fn window_counts_bounded(events in proptest::collection::vec(0i64..100_000, 1..100), end in 0i64..100_000, n in 1usize..30) {
             let mut sorted = events.clone();
             sorted.sort();
-            let mut r = Ring::new(100, 30);
+            let mut r = Ring::<u32, 30, 100, 0>::new();
             let mut applied = Vec::new();
             for t in &sorted { if r.add(*t, 1.0) { applied.push(*t); } }
             let w = r.window(end, n);
