@@ -4,7 +4,7 @@
 //! - [`config`]: `config/default.toml` + file + `FRAUD__` env → checked [`config::Config`]
 //! - [`source`]: consumer group, labels consumer, topic checks
 //! - [`decode`]: bytes → [`decode::Transaction`] or a dead-letter reason
-//! - [`state`]: per-account and per-merchant event-time windows on moka
+//! - [`state`]: per-account and per-merchant event-time windows in sharded tables
 //! - [`features`]: (transaction, state) → [`features::FeatureVector`]
 //! - [`model`]: model file, scoring, training
 //! - [`engine`]: the per-event path shared by `run`, `score` and `train`, and its [`engine::Decision`]

@@ -46,7 +46,7 @@ pub const ERRORS: &str = "fraud_errors_total";
 pub const MESSAGES_DISCARDED: &str = "fraud_messages_discarded_total";
 /// Decisions (alert or pass).
 pub const DECISIONS: &str = "fraud_decisions_total";
-/// Events beyond the allowed lateness.
+/// Events applied to no state of their account or merchant (too old for its span, or too far ahead).
 pub const LATE_EVENTS: &str = "fraud_late_events_total";
 /// Labels consumed, by outcome.
 pub const LABELS: &str = "fraud_labels_total";
@@ -233,7 +233,7 @@ impl Metrics {
         )?;
         let late = IntCounter::new(
             LATE_EVENTS,
-            "Events older than the allowed lateness: scored, not applied to state.",
+            "Events older than their entity's 30-day span or more than state.max_future_secs ahead: scored, not applied to state.",
         )?;
         let labels = IntCounterVec::new(
             Opts::new(LABELS, "Fraud labels consumed, by what applying them did."),
