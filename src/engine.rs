@@ -144,7 +144,6 @@ fn apply_merchant_locked(m: &mut crate::state::MerchantState, ts_ms: i64, amount
     m.feedback.add_tx(ts_ms.div_euclid(1000));
     !m.w.add(ts_ms, amount)
 }
-}
 
 /// State plus model: the whole per-event decision. The model can be swapped atomically while
 /// events flow ([`Engine::swap`]): each event is scored by exactly one model, the one

@@ -24,8 +24,9 @@
 //! # Tables
 //! A table is 64 shards, each a `Mutex` over an index (key → slot) and a slab of entries: one
 //! uncontended lock and one probe per entity per event, no allocation on the hot path, no
-//! reference counting. When a shard is full, the entries idle for `state.idle_ttl_secs` of event
-//! time are evicted, then the least recently active eighth of it (by newest event time).
+//! reference counting. When the table holds its bound, a new entity first makes room in its
+//! shard: the entries idle for `state.idle_ttl_secs` of event time, or if none, the shard's least
+//! recently active eighth (by newest event time).
 
 pub mod feedback;
 pub mod lookup;
@@ -33,7 +34,7 @@ pub mod window;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::config::StateConfig;
@@ -308,36 +309,38 @@ impl<T: Entity> Shard<T> {
         }
     }
 
-    /// Makes room for one entry in a shard holding `cap`: idle entries first, then the least
-    /// recently active eighth.
-    fn evict(&mut self, cap: usize, idle_before_ms: i64) {
+    /// Makes room in this shard: its idle entries, or if none, its least recently active
+    /// eighth (by newest event time). Returns the entries removed.
+    fn evict(&mut self, idle_before_ms: i64) -> usize {
+        let before = self.slab.len();
         self.remove_where(|e| e.newest_ms() < idle_before_ms);
-        if self.slab.len() < cap {
-            return;
+        if self.slab.len() < before || self.slab.is_empty() {
+            return before - self.slab.len();
         }
         let mut times: Vec<i64> = self.slab.iter().map(|(_, e)| e.newest_ms()).collect();
-        let k = (cap / 8).max(1).min(times.len() - 1);
+        let k = (times.len() / 8).max(1) - 1;
         let (_, cut, _) = times.select_nth_unstable(k);
         let cut = *cut;
-        let mut left = self.slab.len() + 1 - cap;
-        // Entries strictly older than the cut, then as many at the cut as still needed.
+        // Entries older than the cut, then as many at the cut as make an eighth.
         self.remove_where(|e| e.newest_ms() < cut);
-        if self.slab.len() >= cap {
-            self.remove_where(|e| {
-                let take = left > 0 && e.newest_ms() == cut;
-                if take {
-                    left = left.saturating_sub(1);
-                }
-                take
-            });
-        }
+        let mut left = (k + 1).saturating_sub(before - self.slab.len());
+        self.remove_where(|e| {
+            let take = left > 0 && e.newest_ms() == cut;
+            if take {
+                left -= 1;
+            }
+            take
+        });
+        before - self.slab.len()
     }
 }
 
 /// Entities of one kind, by key; see the module docs.
 struct Table<T> {
     shards: Box<[Mutex<Shard<T>>]>,
-    cap: usize,
+    /// Entries held, all shards together.
+    len: AtomicUsize,
+    max: usize,
 }
 
 impl<T: Entity> Table<T> {
@@ -351,11 +354,13 @@ impl<T: Entity> Table<T> {
                     })
                 })
                 .collect(),
-            cap: (max_entries as usize).div_ceil(SHARDS).max(1),
+            len: AtomicUsize::new(0),
+            max: (max_entries as usize).max(1),
         }
     }
 
-    /// Runs `f` on the entry of `key`, created empty if absent.
+    /// Runs `f` on the entry of `key`, created empty if absent (when the table is full, the
+    /// key's shard makes room first).
     #[inline]
     fn with<R>(&self, key: u64, idle_before_ms: i64, f: impl FnOnce(&mut T) -> R) -> R {
         let mut g = lock(&self.shards[(key >> 58) as usize % SHARDS]);
@@ -363,12 +368,14 @@ impl<T: Entity> Table<T> {
         let i = match sh.index.get(&key) {
             Some(&i) => i as usize,
             None => {
-                if sh.slab.len() >= self.cap {
-                    sh.evict(self.cap, idle_before_ms);
+                if self.len.load(Ordering::Relaxed) >= self.max {
+                    let removed = sh.evict(idle_before_ms);
+                    self.len.fetch_sub(removed, Ordering::Relaxed);
                 }
                 let i = sh.slab.len();
                 sh.index.insert(key, i as u32);
                 sh.slab.push((key, T::default()));
+                self.len.fetch_add(1, Ordering::Relaxed);
                 i
             }
         };
@@ -381,7 +388,9 @@ impl<T: Entity> Table<T> {
             .iter()
             .map(|s| {
                 let mut s = lock(s);
+                let before = s.slab.len();
                 s.remove_where(|e| e.newest_ms() != i64::MIN && e.newest_ms() < idle_before_ms);
+                self.len.fetch_sub(before - s.slab.len(), Ordering::Relaxed);
                 s.slab.len() as u64
             })
             .sum()
@@ -557,6 +566,11 @@ mod tests {
         }
         let held = s.accounts.sweep(i64::MIN);
         assert!(held <= 64 * 8, "{held}");
+        assert!(
+            held >= 64 * 8 * 3 / 4,
+            "evicts an eighth of a shard at a time: {held}"
+        );
+        assert_eq!(s.accounts.len.load(Ordering::Relaxed) as u64, held);
         // The newest survive with their state; each shard's index points at its own entries.
         assert_eq!(s.account(key_of("c4999")).w.max_ts_ms, t0 + 4_999_000);
         for sh in s.accounts.shards.iter() {
