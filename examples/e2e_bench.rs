@@ -8,6 +8,7 @@
 //! e2e_bench bare    --topic T
 //! e2e_bench wait    --topic T --group G --metrics http://127.0.0.1:PORT [--timeout-s S]
 //! e2e_bench latency --file F --topic T --alerts A --rate R --seconds S [--skip K]
+//! e2e_bench alert-cost [--iterations N]
 //! ```
 //!
 //! Every command prints one `key=value ...` result line on stdout (the script parses it) and its
@@ -87,6 +88,12 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         drain_s: u64,
     },
+    /// Times one alert's JSON: the `Alert` struct through serde_json vs `write_alert` into a
+    /// reused buffer (no broker).
+    AlertCost {
+        #[arg(long, default_value_t = 200_000)]
+        iterations: u32,
+    },
 }
 
 #[derive(serde::Deserialize)]
@@ -100,6 +107,9 @@ struct Ids<'a> {
 fn read_lines(file: &std::path::Path, skip: usize, n: usize) -> Result<Vec<String>> {
     let f = std::fs::File::open(file).with_context(|| format!("--file {}", file.display()))?;
     let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok(out);
+    }
     for line in std::io::BufReader::with_capacity(1 << 20, f)
         .lines()
         .skip(skip)
@@ -501,6 +511,80 @@ async fn latency(
     Ok(())
 }
 
+fn alert_cost(iterations: u32) -> Result<()> {
+    use fraudstream::alert::{self, Alert, SourcePos};
+    use fraudstream::decode::format_ts;
+    let model = fraudstream::model::Model::load(std::path::Path::new("models/default.json"))?;
+    let raw = r#"{"tx_id":"tx123456","ts":"2018-05-01T10:11:12Z","account_id":"c4128","merchant_id":"t8737","amount":142.00,"currency":"EUR"}"#;
+    let input = fraudstream::config::InputConfig::default();
+    let tx = fraudstream::decode::decode(raw.as_bytes(), &input, now_ms())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let d = fraudstream::engine::Decision {
+        features: [0.0; fraudstream::features::MAX_DIM],
+        score: 0.998_765_4,
+        alert: true,
+        late: false,
+    };
+    let reasons: Vec<fraudstream::reasons::Reason> = (0..3)
+        .map(|i| fraudstream::reasons::Reason {
+            feature: format!("feature_{i}"),
+            value: 142.0 + i as f32,
+            typical: Some(15.2),
+            typical_of: Some("account"),
+            contribution: 0.4,
+            text: format!("amount 142.00 EUR is 9.3x the account's 30-day mean of 15.20 EUR ({i})"),
+        })
+        .collect();
+    let src = SourcePos {
+        topic: "transactions",
+        partition: 3,
+        offset: 123_456_789,
+    };
+    let thr = model.threshold();
+    let at = now_ms();
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for _ in 0..iterations {
+        let transaction: &serde_json::value::RawValue = serde_json::from_str(raw.trim())?;
+        let v = serde_json::to_vec(&Alert {
+            alert_id: src.alert_id(),
+            tx_id: &tx.tx_id,
+            account_id: &tx.account_id,
+            merchant_id: &tx.merchant_id,
+            ts: format_ts(tx.ts),
+            detected_at: format_ts(at),
+            score: d.score,
+            threshold: thr,
+            model_version: model.version(),
+            risk: alert::risk_band(&model, d.score),
+            reasons: reasons.iter().map(|r| r.text.as_str()).collect(),
+            reason_details: &reasons,
+            transaction,
+        })?;
+        bytes += std::hint::black_box(v).len();
+    }
+    let serde_ns = t.elapsed().as_nanos() as f64 / iterations as f64;
+    let t = Instant::now();
+    for _ in 0..iterations {
+        let v = alert::alert_json(&tx, raw, &d, thr, &model, &reasons, src, at)?;
+        bytes += std::hint::black_box(v).len();
+    }
+    let new_ns = t.elapsed().as_nanos() as f64 / iterations as f64;
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    for _ in 0..iterations {
+        buf.clear();
+        alert::write_alert(&mut buf, &tx, raw, &d, thr, &model, &reasons, src, at)?;
+        bytes += std::hint::black_box(&buf).len();
+    }
+    let reuse_ns = t.elapsed().as_nanos() as f64 / iterations as f64;
+    println!(
+        "alert_bytes={} serde_struct_ns={serde_ns:.0} alert_json_ns={new_ns:.0} write_alert_reused_ns={reuse_ns:.0} checksum={bytes}",
+        buf.len()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -528,5 +612,6 @@ async fn main() -> Result<()> {
             seconds,
             drain_s,
         } => latency(b, &file, skip, &topic, &alerts, rate, seconds, drain_s).await,
+        Cmd::AlertCost { iterations } => alert_cost(iterations),
     }
 }

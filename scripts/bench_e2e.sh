@@ -6,7 +6,8 @@
 #   (b) produce -> alert latency at fixed send rates (default 2,000 and 10,000/s): a producer
 #       sends with send timestamps, a read_committed consumer of the alerts topic matches alerts
 #       to sends by tx_id; the worker runs with model.threshold = 0, so every transaction alerts.
-#       p50/p99/p99.9/max of (alert read time - send time).
+#       p50/p99/p99.9/max of (alert read time - send time); beside it the same producer and reader
+#       on the broker alone (the reader on the transactions topic), the floor the worker adds to.
 # Prints a summary table with the machine's load (`uptime`) beside every figure.
 #
 # Usage: scripts/bench_e2e.sh
@@ -16,7 +17,8 @@
 #   BENCH_EVENTS      events of the throughput topic (default 1000000)
 #   BENCH_RATES       latency send rates, events/s (default "2000 10000")
 #   BENCH_SECONDS     seconds of sending per rate (default 20)
-#   BENCH_PERF=1      `perf record -g` the worker during the throughput run; top entries printed
+#   BENCH_PERF=1      `perf record -g` the worker during each run; top entries printed, data in
+#                     target/bench_e2e/perf-*.data
 #   BENCH_SKIP_THROUGHPUT=1 / BENCH_SKIP_LATENCY=1   run only one part
 #   BENCH_WORKER_ENV  extra worker settings, space-separated NAME=VALUE, e.g.
 #                     "FRAUD__KAFKA__LIBRDKAFKA__LINGER.MS=0" (the latency mode, see README)
@@ -104,6 +106,16 @@ metric() {
         awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { print s + 0 }'
 }
 
+# wait_http: until the worker answers on HTTP (its threads exist: perf can attach).
+wait_http() {
+    local deadline=$((SECONDS + 60))
+    until curl -s -o /dev/null --max-time 1 "$WURL/healthz"; do
+        kill -0 "$WPID" 2>/dev/null || die "worker exited; see $(ls -t "$OUT"/worker-*.log | head -1)"
+        ((SECONDS < deadline)) || die "the worker did not answer on $WURL within 60 s"
+        sleep 0.05
+    done
+}
+
 # wait_assigned N: until the worker owns N partitions and is ready.
 wait_assigned() {
     local deadline=$((SECONDS + 60))
@@ -116,6 +128,29 @@ wait_assigned() {
         sleep 0.2
     done
     die "the worker did not own $1 partitions within 60 s"
+}
+
+PERF_PID=""
+# perf_start NAME: `perf record -g` the worker (BENCH_PERF=1) into target/bench_e2e/perf-NAME.data.
+perf_start() {
+    PERF_PID=""
+    if [[ "${BENCH_PERF:-0}" == 1 ]]; then
+        command -v perf >/dev/null || die "perf missing (apt-get install linux-perf)"
+        perf record -F 499 -g -p "$WPID" -o "$OUT/perf-$1.data" 2>"$OUT/perf-$1.log" &
+        PERF_PID=$!
+    fi
+}
+# perf_stop NAME: stops the recording and prints its top entries (self time).
+perf_stop() {
+    if [[ -n "$PERF_PID" ]]; then
+        kill -INT "$PERF_PID"
+        wait "$PERF_PID" || true
+        PERF_PID=""
+        log "perf ($1): top entries, self time, all threads of the worker"
+        { perf report -i "$OUT/perf-$1.data" --no-children --sort dso,symbol --stdio -g none \
+            --percent-limit 0.8 2>&1 || true; } | grep -v '^#' | grep -v '^$' | sed 's/[ -]*$//' | head -40 |
+            tee "$OUT/perf-$1.txt" >&2 || true
+    fi
 }
 
 kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
@@ -140,32 +175,20 @@ if [[ "${BENCH_SKIP_THROUGHPUT:-0}" != 1 ]]; then
     log "worker in a fresh group over $TP"
     # shellcheck disable=SC2086
     start_worker tp "$TP" "bench-$ID-g-tp" ${BENCH_TP_WORKER_ENV:-}
-    PERF_PID=""
-    if [[ "${BENCH_PERF:-0}" == 1 ]]; then
-        command -v perf >/dev/null || die "perf missing (apt-get install linux-perf)"
-        perf record -F 499 -g -p "$WPID" -o "$OUT/perf.data" 2>"$OUT/perf.log" &
-        PERF_PID=$!
-    fi
+    wait_http
+    perf_start tp
     la="$(load_avg)"
     r="$("$BENCH" --brokers "$BROKERS" wait --topic "$TP" --group "bench-$ID-g-tp" --metrics "$WURL")"
     la2="$(load_avg)"
     log "$r"
-    if [[ -n "$PERF_PID" ]]; then
-        kill -INT "$PERF_PID"
-        wait "$PERF_PID" || true
-    fi
     WRSS="$(awk '/VmRSS/ { print $2 / 1024 }' "/proc/$WPID/status" 2>/dev/null || echo "?")"
+    perf_stop tp
     stop_worker
     WORKER="$(kv "$r" events_per_s)"
     DECIDED="$(kv "$r" decided_per_s)"
     RATIO="$(awk -v w="$WORKER" -v b="$BARE" 'BEGIN { printf "%.2f", w / b }')"
     row "worker, fresh group, until committed = end" "$WORKER events/s (decided: $DECIDED/s; $(kv "$r" events_per_cpu_s) events per CPU-second of the worker, all threads; RSS ${WRSS} MB)" "$la -> $la2"
     row "**ratio worker / bare** (target >= 0.8)" "**$RATIO**" ""
-    if [[ -n "$PERF_PID" ]]; then
-        log "perf: top entries (self time)"
-        perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio -g none \
-            --percent-limit 0.8 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 | tee "$OUT/perf-top.txt" >&2
-    fi
 fi
 
 # --- (b) latency -------------------------------------------------------------------------------
@@ -173,6 +196,17 @@ if [[ "${BENCH_SKIP_LATENCY:-0}" != 1 ]]; then
     skip=0
     for rate in $RATES; do
         LT="bench-$ID-lat-$rate"
+        # The broker alone, as a baseline: the same producer and reader, the reader on the
+        # transactions topic itself (no worker).
+        "$BENCH" --brokers "$BROKERS" load --file "$FILE" --lines 0 --topic "$LT-echo" --partitions 4 >/dev/null
+        la="$(load_avg)"
+        r="$("$BENCH" --brokers "$BROKERS" latency --file "$FILE" --skip "$skip" --topic "$LT-echo" \
+            --alerts "$LT-echo" --rate "$rate" --seconds "$SECONDS_PER_RATE")"
+        la2="$(load_avg)"
+        log "broker alone: $r"
+        row "produce -> consume, broker alone (no worker), $rate/s" \
+            "p50 $(kv "$r" p50_ms) ms, p99 $(kv "$r" p99_ms) ms, p99.9 $(kv "$r" p999_ms) ms, max $(kv "$r" max_ms) ms" \
+            "$la -> $la2"
         # The worker creates its (empty, 4-partition) topics; threshold 0: every transaction alerts;
         # no warm-up (nothing to warm up from, and the first event would wait for its consumer).
         # shellcheck disable=SC2086
@@ -182,11 +216,13 @@ if [[ "${BENCH_SKIP_LATENCY:-0}" != 1 ]]; then
         log "latency at $rate/s for $SECONDS_PER_RATE s ($LT)"
         la="$(load_avg)"
         cpu0="$(metric process_cpu_seconds_total)"
+        perf_start "lat-$rate"
         r="$("$BENCH" --brokers "$BROKERS" latency --file "$FILE" --skip "$skip" --topic "$LT" \
             --alerts "$LT-alerts" --rate "$rate" --seconds "$SECONDS_PER_RATE")"
         la2="$(load_avg)"
         cpu="$(awk -v a="$cpu0" -v b="$(metric process_cpu_seconds_total)" -v s="$SECONDS_PER_RATE" 'BEGIN { printf "%.2f", (b - a) / s }')"
         log "$r worker_cpu_cores=$cpu"
+        perf_stop "lat-$rate"
         stop_worker
         skip=$((skip + rate * SECONDS_PER_RATE))
         row "produce -> alert at $rate/s, $(kv "$r" sent) sent, all alert" \
