@@ -135,11 +135,50 @@ pub const DECISION_ALERT: &str = "alert";
 /// Decision label values.
 pub const DECISION_PASS: &str = "pass";
 
-/// All metrics of one worker, registered on one registry.
+/// Label outcome values (`fraud_labels_total{outcome}`).
+pub const LABEL_OUTCOMES: [&str; 3] = ["applied", "account_only", "genuine"];
+
+/// The (stage, error_code) series that exist from the start (at 0).
+pub const ERROR_SERIES: [(&str, &str); 9] = [
+    (STAGE_RECEIVING, "kafka_consume"),
+    (STAGE_PROCESSING, "bad_label"),
+    (STAGE_PROCESSING, "model_reload"),
+    (STAGE_SENDING, "kafka_produce"),
+    (STAGE_SENDING, "offset_store"),
+    (STAGE_SENDING, "serialize"),
+    (STAGE_SENDING, DEAD_LETTER_TRUNCATED),
+    (STAGE_SENDING, DEAD_LETTER_REFUSED),
+    (STAGE_SENDING, ALERT_REFUSED),
+];
+
+/// The counters of every known label value, resolved once at registration: counting one of
+/// them takes no label lookup (no hashing of label values, no lock of the metric vector).
+struct Resolved {
+    discarded: Vec<(&'static str, IntCounter)>,
+    errors: Vec<((&'static str, &'static str), IntCounter)>,
+    labels: Vec<(&'static str, IntCounter)>,
+}
+
+/// The counter of `key` among pre-resolved ones.
+fn find<'a, K: PartialEq + ?Sized>(
+    v: &'a [(&'static K, IntCounter)],
+    key: &K,
+) -> Option<&'a IntCounter> {
+    v.iter().find(|(k, _)| *k == key).map(|(_, c)| c)
+}
+
+/// All metrics of one worker, registered on one registry. Cloning is cheap (shared handles).
+///
+/// Hot paths take handles once instead of naming labels per event:
+/// [`Metrics::received_counter`], [`Metrics::decision_counters`],
+/// [`Metrics::discarded_counter`], [`Metrics::error_counter`], [`Metrics::label_counter`].
+/// The per-event methods ([`Metrics::discarded`], [`Metrics::error`], [`Metrics::label`]) use
+/// the same pre-resolved counters for every known label value.
 #[derive(Clone)]
 pub struct Metrics {
     /// The registry (a fresh one per worker and per test).
     pub registry: Registry,
+    resolved: std::sync::Arc<Resolved>,
     received: IntCounterVec,
     errors: IntCounterVec,
     discarded: IntCounterVec,
@@ -345,21 +384,23 @@ impl Metrics {
         for d in [DECISION_ALERT, DECISION_PASS] {
             decisions.with_label_values(&[d]);
         }
-        for (stage, code) in [
-            (STAGE_RECEIVING, "kafka_consume"),
-            (STAGE_PROCESSING, "bad_label"),
-            (STAGE_PROCESSING, "model_reload"),
-            (STAGE_SENDING, "kafka_produce"),
-            (STAGE_SENDING, "offset_store"),
-            (STAGE_SENDING, "serialize"),
-            (STAGE_SENDING, DEAD_LETTER_TRUNCATED),
-            (STAGE_SENDING, DEAD_LETTER_REFUSED),
-            (STAGE_SENDING, ALERT_REFUSED),
-        ] {
-            errors.with_label_values(&[stage, code]);
-        }
+        let resolved = std::sync::Arc::new(Resolved {
+            discarded: DecodeError::REASONS
+                .iter()
+                .map(|r| (*r, discarded.with_label_values(&[r])))
+                .collect(),
+            errors: ERROR_SERIES
+                .iter()
+                .map(|&(stage, code)| ((stage, code), errors.with_label_values(&[stage, code])))
+                .collect(),
+            labels: LABEL_OUTCOMES
+                .iter()
+                .map(|o| (*o, labels.with_label_values(&[o])))
+                .collect(),
+        });
         Ok(Metrics {
             registry,
+            resolved,
             received,
             errors,
             discarded,
@@ -392,7 +433,17 @@ impl Metrics {
 
     /// A message went to the dead-letter topic.
     pub fn discarded(&self, reason: &str) {
-        self.discarded.with_label_values(&[reason]).inc();
+        match find(&self.resolved.discarded, reason) {
+            Some(c) => c.inc(),
+            None => self.discarded.with_label_values(&[reason]).inc(),
+        }
+    }
+
+    /// The dead-letter counter of `reason`, to keep and increment without a label lookup.
+    pub fn discarded_counter(&self, reason: &str) -> IntCounter {
+        find(&self.resolved.discarded, reason)
+            .cloned()
+            .unwrap_or_else(|| self.discarded.with_label_values(&[reason]))
     }
 
     /// An error in a stage; `code` is one of [`ERROR_CODES`] (checked in debug builds, so a
@@ -402,7 +453,29 @@ impl Metrics {
             ERROR_CODES.contains(&code),
             "error_code {code:?} is not in metrics::ERROR_CODES"
         );
-        self.errors.with_label_values(&[stage, code]).inc();
+        match self.find_error(stage, code) {
+            Some(c) => c.inc(),
+            None => self.errors.with_label_values(&[stage, code]).inc(),
+        }
+    }
+
+    /// The error counter of (`stage`, `code`), to keep and increment without a label lookup.
+    pub fn error_counter(&self, stage: &str, code: &str) -> IntCounter {
+        debug_assert!(
+            ERROR_CODES.contains(&code),
+            "error_code {code:?} is not in metrics::ERROR_CODES"
+        );
+        self.find_error(stage, code)
+            .cloned()
+            .unwrap_or_else(|| self.errors.with_label_values(&[stage, code]))
+    }
+
+    fn find_error(&self, stage: &str, code: &str) -> Option<&IntCounter> {
+        self.resolved
+            .errors
+            .iter()
+            .find(|((s, c), _)| *s == stage && *c == code)
+            .map(|(_, c)| c)
     }
 
     /// Counters for alert and pass, resolved once.
@@ -424,7 +497,17 @@ impl Metrics {
 
     /// A label consumed.
     pub fn label(&self, outcome: &str) {
-        self.labels.with_label_values(&[outcome]).inc();
+        match find(&self.resolved.labels, outcome) {
+            Some(c) => c.inc(),
+            None => self.labels.with_label_values(&[outcome]).inc(),
+        }
+    }
+
+    /// The labels counter of `outcome`, to keep and increment without a label lookup.
+    pub fn label_counter(&self, outcome: &str) -> IntCounter {
+        find(&self.resolved.labels, outcome)
+            .cloned()
+            .unwrap_or_else(|| self.labels.with_label_values(&[outcome]))
     }
 
     /// Events replayed into state by a warm-up.
@@ -703,6 +786,63 @@ mod tests {
                 "{code}: {series:?}"
             );
         }
+    }
+
+    /// The pre-resolved counters are the registered series: counting through a handle, through
+    /// the per-event method or through a label value nobody resolved all lands in the metric.
+    #[test]
+    fn handles_count_on_the_registered_series() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        let value = |m: &Metrics, series: &str| -> f64 {
+            let text = m.render();
+            text.lines()
+                .find(|l| l.starts_with(series))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{series} missing in {text}"))
+        };
+        let c = m.discarded_counter("not_json");
+        c.inc();
+        m.discarded("not_json");
+        m.clone().discarded("not_json");
+        assert_eq!(
+            value(&m, "fraud_messages_discarded_total{reason=\"not_json\"}"),
+            3.0
+        );
+        m.discarded("brand_new");
+        assert_eq!(
+            value(&m, "fraud_messages_discarded_total{reason=\"brand_new\"}"),
+            1.0
+        );
+        let e = m.error_counter(STAGE_SENDING, "kafka_produce");
+        e.inc_by(2);
+        m.error(STAGE_SENDING, "kafka_produce");
+        assert_eq!(
+            value(
+                &m,
+                "fraud_errors_total{error_code=\"kafka_produce\",stage=\"sending\"}"
+            ),
+            3.0
+        );
+        // Same code, other stage: its own series.
+        m.error(STAGE_PROCESSING, "kafka_produce");
+        assert_eq!(
+            value(
+                &m,
+                "fraud_errors_total{error_code=\"kafka_produce\",stage=\"processing\"}"
+            ),
+            1.0
+        );
+        for o in LABEL_OUTCOMES {
+            assert_eq!(
+                value(&m, &format!("fraud_labels_total{{outcome=\"{o}\"}}")),
+                0.0
+            );
+        }
+        m.label_counter("applied").inc();
+        m.label("applied");
+        m.label("genuine");
+        assert_eq!(value(&m, "fraud_labels_total{outcome=\"applied\"}"), 2.0);
+        assert_eq!(value(&m, "fraud_labels_total{outcome=\"genuine\"}"), 1.0);
     }
 
     /// A revoked partition's lag series disappears.
