@@ -419,8 +419,11 @@ async fn latency(
     }
     ac.assign(&tpl)?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // When the last alert was read, ns after `base`.
+    let last_read = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (index, sent, stop) = (index.clone(), sent.clone(), stop.clone());
+        let (index, sent, stop, last_read) =
+            (index.clone(), sent.clone(), stop.clone(), last_read.clone());
         std::thread::spawn(move || -> (Vec<u64>, u64, u64) {
             let mut lat = Vec::with_capacity(n);
             let mut seen = vec![false; n];
@@ -431,6 +434,7 @@ async fn latency(
                 };
                 let at = base.elapsed().as_nanos() as u64;
                 let Ok(m) = r else { continue };
+                last_read.store(at, Ordering::Release);
                 let Some(i) = m
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Ids<'_>>(p).ok())
@@ -483,8 +487,16 @@ async fn latency(
             Err(_) => bail!("produce to {topic}: delivery cancelled"),
         }
     }
+    // Until every transaction alerted, or nothing came for 3 s (a threshold that alerts on a
+    // share), or `drain_s`.
     let t_end = Instant::now() + Duration::from_secs(drain_s);
+    let quiet = Duration::from_secs(3).as_nanos() as u64;
     while !reader.is_finished() && Instant::now() < t_end {
+        let now = base.elapsed().as_nanos() as u64;
+        let last = last_read.load(Ordering::Acquire).max(sent[n - 1].load(Ordering::Acquire));
+        if now.saturating_sub(last) > quiet {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Release);
@@ -500,7 +512,7 @@ async fn latency(
         lat[i] as f64 / 1e6
     };
     println!(
-        "rate={rate} sent={n} send_seconds={send_s:.2} alerts={} missing={} duplicates={dup} unknown={unknown} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+        "rate={rate} sent={n} send_seconds={send_s:.2} alerts={} not_alerted={} duplicates={dup} unknown={unknown} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
         lat.len(),
         n - lat.len(),
         q(0.5),
