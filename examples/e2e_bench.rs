@@ -493,7 +493,9 @@ async fn latency(
     let quiet = Duration::from_secs(3).as_nanos() as u64;
     while !reader.is_finished() && Instant::now() < t_end {
         let now = base.elapsed().as_nanos() as u64;
-        let last = last_read.load(Ordering::Acquire).max(sent[n - 1].load(Ordering::Acquire));
+        let last = last_read
+            .load(Ordering::Acquire)
+            .max(sent[n - 1].load(Ordering::Acquire));
         if now.saturating_sub(last) > quiet {
             break;
         }
