@@ -214,13 +214,8 @@ impl RebalanceListener for Rebalancer {
             if !committed {
                 tracing::warn!("Revoked partitions' transaction not committed; the new owner re-reads from the last commit.");
             }
-            for key in partitions {
-                let _ = self.events.send(Event::Revoked(key.clone()));
-            }
-            return;
-        }
-        // What the tasks stored goes to the group before the partitions move.
-        if tpl.count() > 0 {
+        } else if tpl.count() > 0 {
+            // What the tasks stored goes to the group before the partitions move.
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                 tracing::warn!(error = %e, "Commit of revoked partitions failed; the new owner re-reads from the last commit.");
             }
