@@ -134,6 +134,17 @@ impl PartitionTask {
                                 self.warm_up(o).await;
                             }
                         }
+                        if let (Some(_), None, Some(sync), Some(c)) =
+                            (&gate, &entered, &s.merchants, &self.clock)
+                        {
+                            // Wait for the merchant table before taking the gate, not with it
+                            // (the feed may wait on a task that waits for the gate).
+                            let now_ms = chrono::Utc::now().timestamp_millis();
+                            let payload = q.msg.payload().unwrap_or_default();
+                            if let Ok(tx) = decode(payload, &s.cfg.input, now_ms) {
+                                sync.wait_for(c, q.msg.offset(), tx.ts, &self.handle.stop).await;
+                            }
+                        }
                         if let (Some(g), None) = (&gate, &entered) {
                             tokio::select! {
                                 biased;
