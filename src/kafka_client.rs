@@ -12,7 +12,7 @@
 
 use rdkafka::config::ClientConfig;
 
-use crate::config::Config;
+use crate::config::{Config, Delivery};
 
 /// Which clients a librdkafka setting applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,14 +155,22 @@ fn consumer(cfg: &Config) -> ClientConfig {
     c
 }
 
-/// The group consumer of the transactions topic: cooperative-sticky, offsets stored by the
-/// partition tasks after delivery and auto-committed.
+/// The group consumer of the transactions topic: cooperative-sticky. At-least-once: offsets
+/// stored by the partition tasks after delivery and auto-committed. Exactly-once: no offset
+/// store, no auto-commit (offsets are committed only inside the producer's transactions), and
+/// `isolation.level=read_committed` whatever the pass-through table says.
 pub fn group_consumer(cfg: &Config) -> ClientConfig {
     let mut c = consumer(cfg);
-    c.set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
+    c.set("group.id", &cfg.kafka.group_id);
+    match cfg.kafka.delivery {
+        Delivery::AtLeastOnce => c
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000"),
+        Delivery::ExactlyOnce => c
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed"),
+    };
+    c.set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "statistics.interval.ms",
@@ -220,6 +228,18 @@ pub fn producer(cfg: &Config) -> ClientConfig {
         .set("message.timeout.ms", "120000");
     pass_through(&mut c, cfg, Role::Producer);
     c.set("enable.idempotence", "true").set("acks", "all");
+    if cfg.kafka.delivery == Delivery::ExactlyOnce {
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        let timeout = cfg.kafka.transaction_timeout_ms;
+        let msg_timeout = c
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(timeout)
+            .min(timeout);
+        c.set("transactional.id", &cfg.kafka.transactional_id)
+            .set("transaction.timeout.ms", timeout.to_string())
+            .set("message.timeout.ms", msg_timeout.to_string());
+    }
     c
 }
 
@@ -285,6 +305,26 @@ mod tests {
             let made: Result<rdkafka::consumer::BaseConsumer, _> = client.create();
             assert!(made.is_ok(), "{:?}", made.err());
         }
+    }
+
+    #[test]
+    fn exactly_once_makes_the_producer_transactional_and_the_consumer_read_committed() {
+        let mut c = cfg_with(&[("isolation.level", "read_uncommitted")]);
+        let g = group_consumer(&c);
+        assert_eq!(g.get("enable.auto.commit"), Some("true"));
+        assert_eq!(producer(&c).get("transactional.id"), None);
+        c.kafka.delivery = Delivery::ExactlyOnce;
+        c.kafka.transactional_id = "w1".into();
+        let g = group_consumer(&c);
+        assert_eq!(g.get("enable.auto.commit"), Some("false"));
+        assert_eq!(g.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(g.get("isolation.level"), Some("read_committed"));
+        let p = producer(&c);
+        assert_eq!(p.get("transactional.id"), Some("w1"));
+        assert_eq!(p.get("transaction.timeout.ms"), Some("60000"));
+        assert_eq!(p.get("message.timeout.ms"), Some("60000"));
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! | `fraud_labels_consumer_lag` | gauge | partition |
 //! | `fraud_assigned_partitions` | gauge | |
 //! | `fraud_rebalances_total` | counter | kind (assign, revoke) |
+//! | `fraud_transactions_total` | counter | outcome (committed, aborted) |
 //! | `fraud_model_threshold` | gauge | |
 //! | `fraud_model_alert_budget_ratio` | gauge | |
 //! | `fraud_model_last_reload_timestamp_seconds` | gauge | |
@@ -37,6 +38,13 @@ use prometheus::{
 };
 
 use crate::decode::DecodeError;
+
+/// Exactly-once: Kafka transactions ended, by outcome.
+pub const TRANSACTIONS: &str = "fraud_transactions_total";
+/// `fraud_transactions_total{outcome}`: committed.
+pub const TXN_COMMITTED: &str = "committed";
+/// `fraud_transactions_total{outcome}`: aborted (the worker rewound to the committed offsets).
+pub const TXN_ABORTED: &str = "aborted";
 
 /// Messages received.
 pub const MESSAGES_RECEIVED: &str = "fraud_messages_received_total";
@@ -199,6 +207,7 @@ pub struct Metrics {
     labels_lag: IntGaugeVec,
     assigned_partitions: IntGauge,
     rebalances: IntCounterVec,
+    transactions: IntCounterVec,
     model_threshold: Gauge,
     model_alert_budget: Gauge,
     model_last_reload: Gauge,
@@ -355,6 +364,17 @@ impl Metrics {
         )?;
         registry.register(Box::new(assigned_partitions.clone()))?;
         registry.register(Box::new(rebalances.clone()))?;
+        let transactions = IntCounterVec::new(
+            Opts::new(
+                TRANSACTIONS,
+                "Exactly-once: Kafka transactions ended (alerts, dead letters and offsets), by outcome.",
+            ),
+            &[L_OUTCOME],
+        )?;
+        registry.register(Box::new(transactions.clone()))?;
+        for o in [TXN_COMMITTED, TXN_ABORTED] {
+            transactions.with_label_values(&[o]);
+        }
         registry.register(Box::new(model_threshold.clone()))?;
         registry.register(Box::new(model_alert_budget.clone()))?;
         registry.register(Box::new(model_last_reload.clone()))?;
@@ -419,6 +439,7 @@ impl Metrics {
             labels_lag,
             assigned_partitions,
             rebalances,
+            transactions,
             model_threshold,
             model_alert_budget,
             model_last_reload,
@@ -493,6 +514,11 @@ impl Metrics {
         if late {
             self.late.inc();
         }
+    }
+
+    /// A Kafka transaction ended with `outcome` ([`TXN_COMMITTED`] or [`TXN_ABORTED`]).
+    pub fn transaction(&self, outcome: &str) {
+        self.transactions.with_label_values(&[outcome]).inc();
     }
 
     /// A label consumed.

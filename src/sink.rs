@@ -132,8 +132,21 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Creates the producer: idempotent, acks=all, lz4.
+    /// Creates the producer: idempotent, acks=all, lz4; transactional in exactly-once mode
+    /// (then [`crate::pipeline`]'s commit cycle calls `init_transactions` before any send).
     pub fn new(cfg: &Config) -> Result<Sink, KafkaError> {
+        Sink::with(cfg, crate::kafka_client::producer(cfg))
+    }
+
+    /// A producer that is never transactional (the labels task's dead letters, which no
+    /// transaction covers), whatever `kafka.delivery`.
+    pub fn non_transactional(cfg: &Config) -> Result<Sink, KafkaError> {
+        let mut c = cfg.clone();
+        c.kafka.delivery = crate::config::Delivery::AtLeastOnce;
+        Sink::with(&c, crate::kafka_client::producer(&c))
+    }
+
+    fn with(cfg: &Config, client: rdkafka::ClientConfig) -> Result<Sink, KafkaError> {
         let max_message_bytes = cfg
             .kafka
             .librdkafka
@@ -141,7 +154,7 @@ impl Sink {
             .and_then(|v| v.expose().parse().ok())
             .unwrap_or(DEFAULT_PRODUCER_MAX_BYTES);
         Ok(Sink {
-            producer: crate::kafka_client::producer(cfg).create()?,
+            producer: client.create()?,
             alerts: cfg.topics.alerts.clone(),
             dead_letter: cfg.topics.dead_letter.clone(),
             max_message_bytes,
@@ -265,6 +278,11 @@ impl Sink {
                 KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
             )))
         }
+    }
+
+    /// The producer, for the transactional calls of exactly-once mode.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
     }
 
     /// Waits for every queued message.

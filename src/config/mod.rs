@@ -56,7 +56,8 @@ const RESERVED_LIBRDKAFKA: &[(&str, &str)] = &[
         "enable.idempotence",
         "(none: producers are always idempotent)",
     ),
-    ("transactional.id", "(none: set by fraudstream)"),
+    ("transactional.id", "kafka.transactional_id"),
+    ("transaction.timeout.ms", "kafka.transaction_timeout_ms"),
 ];
 
 /// A configuration that could not be loaded: every problem found, one per line.
@@ -135,6 +136,10 @@ struct RawKafka {
     session_timeout_ms: u64,
     statistics_interval_ms: u64,
     auto_offset_reset: String,
+    delivery: String,
+    commit_interval_ms: u64,
+    transactional_id: String,
+    transaction_timeout_ms: u64,
     #[serde(default)]
     librdkafka: BTreeMap<String, String>,
 }
@@ -226,8 +231,83 @@ pub struct KafkaConfig {
     pub statistics_interval_ms: u64,
     /// "earliest" or "latest".
     pub auto_offset_reset: String,
+    /// At-least-once (offsets stored after delivery) or exactly-once (Kafka transactions).
+    pub delivery: Delivery,
+    /// Exactly-once: how often the open transaction (alerts, dead letters, offsets) commits.
+    pub commit_interval_ms: u64,
+    /// Exactly-once: the producer's `transactional.id`, stable per worker instance.
+    pub transactional_id: String,
+    /// Exactly-once: `transaction.timeout.ms`, after which the broker aborts an open
+    /// transaction of a dead worker that did not come back.
+    pub transaction_timeout_ms: u64,
     /// Other librdkafka settings, passed through.
     pub librdkafka: BTreeMap<String, PassThrough>,
+}
+
+/// How decisions and consumed offsets reach Kafka (`kafka.delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Offsets stored after the decision is acknowledged and auto-committed: a crash
+    /// re-delivers, so a `read_committed` reader may see an alert twice.
+    AtLeastOnce,
+    /// Alerts, dead letters and the consumed offsets in one Kafka transaction per
+    /// `kafka.commit_interval_ms` (EOS v2, KIP-447): a `read_committed` reader sees each once.
+    ExactlyOnce,
+}
+
+impl Delivery {
+    /// The names accepted by `kafka.delivery`.
+    pub const NAMES: [&'static str; 2] = ["at_least_once", "exactly_once"];
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::AtLeastOnce => "at_least_once",
+            Delivery::ExactlyOnce => "exactly_once",
+        }
+    }
+
+    /// Parses a `kafka.delivery` value; the error names the value and the closest name.
+    pub fn parse(v: &str) -> Result<Delivery, String> {
+        match v {
+            "at_least_once" => Ok(Delivery::AtLeastOnce),
+            "exactly_once" => Ok(Delivery::ExactlyOnce),
+            _ => {
+                let norm = v.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+                let best = Delivery::NAMES
+                    .iter()
+                    .map(|n| (edit_distance(n, &norm), *n))
+                    .min_by_key(|(d, _)| *d)
+                    .filter(|(d, _)| *d <= 4)
+                    .map(|(_, n)| n);
+                Err(match best {
+                    Some(n) => format!(
+                        "kafka.delivery: expected \"at_least_once\" or \"exactly_once\", got {v:?}; did you mean {n:?}?"
+                    ),
+                    None => format!(
+                        "kafka.delivery: expected \"at_least_once\" or \"exactly_once\", got {v:?}"
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// The default `transactional.id`: `fraudstream-<group_id>-<hostname>`, stable across restarts
+/// of the worker on one host, so that a restarted worker aborts its predecessor's open
+/// transaction at once (`init_transactions`).
+pub fn default_transactional_id(group_id: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("fraudstream-{group_id}-{host}")
 }
 
 /// Topic names and creation settings.
@@ -383,6 +463,10 @@ impl Config {
         let _ = writeln!(o, "session_timeout_ms = {}", k.session_timeout_ms);
         let _ = writeln!(o, "statistics_interval_ms = {}", k.statistics_interval_ms);
         let _ = writeln!(o, "auto_offset_reset = {}", q(&k.auto_offset_reset));
+        let _ = writeln!(o, "delivery = {}", q(k.delivery.name()));
+        let _ = writeln!(o, "commit_interval_ms = {}", k.commit_interval_ms);
+        let _ = writeln!(o, "transactional_id = {}", q(&k.transactional_id));
+        let _ = writeln!(o, "transaction_timeout_ms = {}", k.transaction_timeout_ms);
         let _ = writeln!(o, "\n[kafka.librdkafka]");
         for (name, v) in &k.librdkafka {
             let shown = match v {
@@ -899,6 +983,32 @@ impl TryFrom<RawConfig> for Config {
                 k.auto_offset_reset
             ));
         }
+        let delivery = Delivery::parse(&k.delivery).unwrap_or_else(|e| {
+            p.push(e);
+            Delivery::AtLeastOnce
+        });
+        if !(1..=60_000).contains(&k.commit_interval_ms) {
+            p.push(format!(
+                "kafka.commit_interval_ms: must be in 1..=60000, got {}",
+                k.commit_interval_ms
+            ));
+        }
+        if !(1_000..=900_000).contains(&k.transaction_timeout_ms) {
+            p.push(format!(
+                "kafka.transaction_timeout_ms: must be in 1000..=900000 (the broker's default transaction.max.timeout.ms), got {}",
+                k.transaction_timeout_ms
+            ));
+        } else if k.transaction_timeout_ms <= k.commit_interval_ms {
+            p.push(format!(
+                "kafka.transaction_timeout_ms ({}) must be above kafka.commit_interval_ms ({})",
+                k.transaction_timeout_ms, k.commit_interval_ms
+            ));
+        }
+        let transactional_id = if k.transactional_id.trim().is_empty() {
+            default_transactional_id(&k.group_id)
+        } else {
+            k.transactional_id.clone()
+        };
         let mut librdkafka = BTreeMap::new();
         for (name, value) in k.librdkafka {
             if let Some((_, instead)) = RESERVED_LIBRDKAFKA.iter().find(|(r, _)| *r == name) {
@@ -1061,6 +1171,10 @@ impl TryFrom<RawConfig> for Config {
                     session_timeout_ms: k.session_timeout_ms,
                     statistics_interval_ms: k.statistics_interval_ms,
                     auto_offset_reset: k.auto_offset_reset,
+                    delivery,
+                    commit_interval_ms: k.commit_interval_ms,
+                    transactional_id,
+                    transaction_timeout_ms: k.transaction_timeout_ms,
                     librdkafka,
                 },
                 topics: TopicsConfig {

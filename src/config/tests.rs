@@ -324,3 +324,46 @@ fn edit_distances() {
     assert_eq!(edit_distance("kitten", "sitting"), 3);
     assert_eq!(edit_distance("", "abc"), 3);
 }
+
+#[test]
+fn delivery_mode_from_env_and_misspelt_values() {
+    Jail::expect_with(|jail| {
+        let c = load_in_jail(None).expect("defaults");
+        assert_eq!(c.kafka.delivery, Delivery::AtLeastOnce);
+        assert_eq!(c.kafka.commit_interval_ms, 100);
+        assert!(
+            c.kafka
+                .transactional_id
+                .starts_with("fraudstream-fraudstream-"),
+            "{}",
+            c.kafka.transactional_id
+        );
+        jail.set_env("FRAUD__KAFKA__DELIVERY", "exactly_once");
+        jail.set_env("FRAUD__KAFKA__TRANSACTIONAL_ID", "worker-7");
+        let c = load_in_jail(None).expect("exactly once");
+        assert_eq!(c.kafka.delivery, Delivery::ExactlyOnce);
+        assert_eq!(c.kafka.transactional_id, "worker-7");
+        assert!(c.to_toml().contains("delivery = \"exactly_once\""));
+        jail.set_env("FRAUD__KAFKA__DELIVERY", "exactly-once");
+        let e = load_in_jail(None).expect_err("misspelt");
+        assert_eq!(
+            e.problems,
+            vec![
+                "kafka.delivery: expected \"at_least_once\" or \"exactly_once\", got \"exactly-once\"; did you mean \"exactly_once\"?"
+                    .to_string()
+            ]
+        );
+        jail.set_env("FRAUD__KAFKA__DELIVERY", "exactly_once");
+        jail.set_env("FRAUD__KAFKA__COMMIT_INTERVAL_MS", "20000");
+        jail.set_env("FRAUD__KAFKA__TRANSACTION_TIMEOUT_MS", "10000");
+        let e = load_in_jail(None).expect_err("interval above the timeout");
+        assert_eq!(
+            e.problems,
+            vec![
+                "kafka.transaction_timeout_ms (10000) must be above kafka.commit_interval_ms (20000)"
+                    .to_string()
+            ]
+        );
+        Ok(())
+    });
+}

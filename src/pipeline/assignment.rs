@@ -13,7 +13,7 @@
 //!   partition once the task takes messages again.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::merchants::{MerchantSync, TaskClock};
 use super::partition::{PartitionTask, Queued, TaskHandle, PARTITION_QUEUE};
+use super::txn::{Request, RewindGuard};
 use super::{PipelineError, Shared};
 use crate::decode::decode;
 use crate::http::Health;
@@ -41,16 +42,22 @@ pub(super) enum Event {
     Assigned(Key, u64),
     /// The partition is gone: forget its queue.
     Revoked(Key),
+    /// Exactly-once: the transaction was aborted; rewind every partition to its committed
+    /// offset (see [`super::txn`]), then open the gate by dropping the guard.
+    Rewind(RewindGuard),
 }
 
 /// The rebalance callback's side of the assignment.
 pub(super) struct Rebalancer {
     health: Health,
-    running: Mutex<HashMap<Key, TaskHandle>>,
-    events: mpsc::UnboundedSender<Event>,
+    pub(super) running: Mutex<HashMap<Key, TaskHandle>>,
+    pub(super) events: mpsc::UnboundedSender<Event>,
     next_epoch: AtomicU64,
     revoke_wait: Duration,
     merchants: Option<Arc<MerchantSync>>,
+    /// Exactly-once: the commit cycle, which commits revoked partitions' offsets, and how long
+    /// a revocation waits for it.
+    txn: Option<(mpsc::UnboundedSender<Request>, Duration)>,
 }
 
 impl Rebalancer {
@@ -58,6 +65,7 @@ impl Rebalancer {
         health: Health,
         revoke_wait: Duration,
         merchants: Option<Arc<MerchantSync>>,
+        txn: Option<(mpsc::UnboundedSender<Request>, Duration)>,
     ) -> (Arc<Rebalancer>, mpsc::UnboundedReceiver<Event>) {
         let (events, rx) = mpsc::unbounded_channel();
         (
@@ -68,9 +76,17 @@ impl Rebalancer {
                 next_epoch: AtomicU64::new(0),
                 revoke_wait,
                 merchants,
+                txn,
             }),
             rx,
         )
+    }
+}
+
+impl Rebalancer {
+    /// Exactly-once: the commit cycle's request channel.
+    pub(super) fn txn_sender(&self) -> Option<mpsc::UnboundedSender<Request>> {
+        self.txn.as_ref().map(|(tx, _)| tx.clone())
     }
 }
 
@@ -87,13 +103,18 @@ fn wait_done(done: &[CancellationToken], wait: Duration) -> bool {
         }
         all()
     };
-    // The callback runs on a runtime worker (the poll loop's task): hand its other tasks to
-    // another thread while we wait, so the partition tasks can finish.
+    block_if_runtime(spin)
+}
+
+/// Runs blocking `f` from the rebalance callback. The callback runs on a runtime worker (the
+/// poll loop's task): hand its other tasks to another thread while we wait, so the partition
+/// tasks (and the commit cycle) can finish.
+fn block_if_runtime<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(spin)
+            tokio::task::block_in_place(f)
         }
-        _ => spin(),
+        _ => f(),
     }
 }
 
@@ -119,7 +140,14 @@ impl RebalanceListener for Rebalancer {
             let mut running = lock(&self.running);
             for key in partitions {
                 self.health.partition_revoked(&key.0, key.1);
-                if let Some(h) = running.remove(key) {
+                // Exactly-once: the handles stay where the commit cycle finds them until the
+                // revoked partitions' offsets are in a transaction.
+                let h = if self.txn.is_some() {
+                    running.get(key).cloned()
+                } else {
+                    running.remove(key)
+                };
+                if let Some(h) = h {
                     h.stop.cancel();
                     handles.push((key.clone(), h));
                 }
@@ -148,8 +176,46 @@ impl RebalanceListener for Rebalancer {
                 "Revoked partitions' tasks did not stop in time: fenced; their undelivered decisions will be made again by the new owner."
             );
         }
-        // What the tasks stored goes to the group before the partitions move.
-        if tpl.count() > 0 {
+        if let Some((txn, commit_wait)) = &self.txn {
+            // Exactly-once: their offsets go into a transaction that commits before the
+            // partitions move (or it aborts, when a task did not stop: its sends may be in it).
+            // The commit cycle always answers (it waits on nothing but the broker); a reply
+            // that comes too late is made an abort, so that no transaction commits offsets
+            // of partitions already handed over.
+            let offsets = handles
+                .iter()
+                .map(|(key, h)| (key.clone(), h.stored.load(Ordering::Acquire)))
+                .collect();
+            let (reply, answer) = std::sync::mpsc::channel();
+            let expired = Arc::new(AtomicBool::new(false));
+            let asked = txn.send(Request::Revoke {
+                offsets,
+                abort: !all,
+                reply,
+                expired: expired.clone(),
+            });
+            let wait = *commit_wait;
+            let committed = asked.is_ok()
+                && block_if_runtime(move || match answer.recv_timeout(wait) {
+                    Ok(ok) => ok,
+                    Err(_) => {
+                        expired.store(true, Ordering::Release);
+                        false
+                    }
+                });
+            {
+                let mut running = lock(&self.running);
+                for (key, h) in &handles {
+                    if running.get(key).is_some_and(|r| r.epoch == h.epoch) {
+                        running.remove(key);
+                    }
+                }
+            }
+            if !committed {
+                tracing::warn!("Revoked partitions' transaction not committed; the new owner re-reads from the last commit.");
+            }
+        } else if tpl.count() > 0 {
+            // What the tasks stored goes to the group before the partitions move.
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                 tracing::warn!(error = %e, "Commit of revoked partitions failed; the new owner re-reads from the last commit.");
             }
@@ -212,12 +278,13 @@ impl Router {
         self.slots.values().any(|s| s.paused)
     }
 
-    /// Acts on a rebalance event.
-    pub(super) fn on_event(&mut self, ev: Event) {
+    /// Acts on a rebalance event (or a rewind); `Some` when the worker must stop.
+    pub(super) async fn on_event(&mut self, ev: Event) -> Option<PipelineError> {
         match ev {
+            Event::Rewind(gate) => return self.rewind(gate).await,
             Event::Assigned(key, epoch) => {
                 if self.shared.health.epoch(&key.0, key.1) != Some(epoch) {
-                    return; // revoked again before we got here
+                    return None; // revoked again before we got here
                 }
                 self.spawn(key, epoch);
             }
@@ -232,6 +299,78 @@ impl Router {
                 }
             }
         }
+        None
+    }
+
+    /// Exactly-once, after an abort: drops every task (their queues and what they decided since
+    /// the last commit), clears the state and the warm-up markers, seeks every partition held to
+    /// its committed offset and starts fresh tasks, which warm the state up again from the
+    /// history up to that offset, as on a fresh assignment. Then opens the gate. A seek that
+    /// fails stops the worker (a restart rebuilds the same way).
+    async fn rewind(&mut self, gate: RewindGuard) -> Option<PipelineError> {
+        let started = Instant::now();
+        let keys: Vec<Key> = self
+            .slots
+            .keys()
+            .filter(|k| self.shared.health.epoch(&k.0, k.1).is_some())
+            .cloned()
+            .collect();
+        let handles: Vec<TaskHandle> = {
+            let mut running = lock(&self.rebalancer.running);
+            self.slots
+                .keys()
+                .filter_map(|k| running.remove(k))
+                .collect()
+        };
+        for h in &handles {
+            h.fence.store(true, Ordering::Release);
+            h.stop.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + self.rebalancer.revoke_wait;
+        for h in &handles {
+            let _ = tokio::time::timeout_at(deadline, h.done.cancelled()).await;
+        }
+        self.slots.clear();
+        self.applied.clear();
+        match &self.shared.merchants {
+            // The merchant table holds the merchants, fed from the whole topic.
+            Some(_) => self.shared.engine.state.clear_accounts(),
+            None => self.shared.engine.state.clear(),
+        }
+        let consumer = self.shared.consumer.clone();
+        let reset = self.shared.cfg.kafka.auto_offset_reset.clone();
+        let ks = keys.clone();
+        let token = self.shared.token.clone();
+        let patience = Duration::from_millis(self.shared.cfg.kafka.session_timeout_ms);
+        let sought = tokio::task::spawn_blocking(move || {
+            seek_committed(&consumer, &ks, &reset, &token, patience)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        let keys = match sought {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::error!(error = %e, "Rewind failed: cannot seek to the committed offsets; stopping.");
+                self.shared
+                    .health
+                    .set_problem("rewind", Some(format!("rewind failed: {e}")));
+                return Some(PipelineError::Transaction(format!("rewind failed: {e}")));
+            }
+        };
+        for key in &keys {
+            let epoch = self.rebalancer.next_epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            self.shared.health.partition_assigned(&key.0, key.1, epoch);
+            self.spawn(key.clone(), epoch);
+        }
+        self.shared.resets.send_modify(|n| *n += 1);
+        tracing::info!(
+            partitions = keys.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Rewound to the committed offsets: state cleared, partitions warming up again."
+        );
+        drop(gate);
+        None
     }
 
     /// A fresh task for generation `epoch` of a partition.
@@ -349,6 +488,60 @@ impl Router {
     pub(super) fn close(&mut self) {
         self.slots.clear();
     }
+}
+
+/// Seeks `keys` to their committed offsets (or the `auto_offset_reset` end without one), asking
+/// again while the broker does not answer, up to `patience`. Returns the partitions sought; one
+/// that is no longer assigned (revoked meanwhile) is left out. Blocking.
+fn seek_committed(
+    consumer: &rdkafka::consumer::StreamConsumer<WorkerContext>,
+    keys: &[Key],
+    reset: &str,
+    token: &CancellationToken,
+    patience: Duration,
+) -> Result<Vec<Key>, rdkafka::error::KafkaError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let deadline = Instant::now() + patience;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in keys {
+        tpl.add_partition(t, *p);
+    }
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline && !token.is_cancelled() => {
+                tracing::warn!(error = %e, "Committed offsets unknown; asking again.");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let assigned = consumer.assignment()?;
+    let mut to = TopicPartitionList::new();
+    let mut sought = Vec::new();
+    for (t, p) in keys {
+        if assigned.find_partition(t, *p).is_none() {
+            tracing::info!(partition = p, "Partition no longer assigned: not rewound.");
+            continue;
+        }
+        let o = match committed.find_partition(t, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Offset::Offset(o),
+            _ if reset == "latest" => Offset::End,
+            _ => Offset::Beginning,
+        };
+        to.add_partition_offset(t, *p, o)?;
+        sought.push((t.clone(), *p));
+    }
+    if sought.is_empty() {
+        return Ok(sought);
+    }
+    let r = consumer.seek_partitions(to, Duration::from_secs(10))?;
+    for e in r.elements() {
+        e.error()?;
+    }
+    Ok(sought)
 }
 
 /// Queues `m` for its task with its share of the byte budget; gives it back if either is full.

@@ -3,7 +3,8 @@
 //! Labels go on top of the rebuilt state: the task starts reading (from the beginning of the
 //! labels topic) only once the worker joined the group and the warm-up of every partition
 //! assigned to it is done, so a restarted worker applies its labels to accounts that the warm-up
-//! has recreated. Partitions assigned later are warmed up under labels already applied (the
+//! has recreated. After an exactly-once rewind (the state cleared and rebuilt) the labels are
+//! read again from the beginning once the state is warm. Partitions assigned later are warmed up under labels already applied (the
 //! state keeps a label for an account it does not hold yet). A labels consumer that cannot
 //! start makes `/readyz` not ready and is retried every [`RETRY`].
 
@@ -30,11 +31,14 @@ const RETRY: Duration = Duration::from_secs(5);
 /// What reports the labels task's problems to `/readyz`.
 const WHO: &str = "labels";
 
-/// Applies the labels topic to the state until `token` is cancelled.
+/// Applies the labels topic to the state until `token` is cancelled; from the beginning again
+/// after each rewind (`resets`, exactly-once), once the state is warmed up again.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn labels_task(
     cfg: Arc<Config>,
     engine: Arc<Engine>,
     sink: Sink,
+    mut resets: tokio::sync::watch::Receiver<u64>,
     metrics: Metrics,
     health: Health,
     token: CancellationToken,
@@ -42,35 +46,47 @@ pub(super) async fn labels_task(
     // Without a group (broker down at start) the labels still go in after a session timeout.
     let started = Instant::now();
     let fallback = Duration::from_millis(cfg.kafka.session_timeout_ms);
-    while !(health.warm() || (!health.joined() && started.elapsed() > fallback)) {
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-    }
-    tracing::info!(
-        assigned = health.assigned(),
-        "State warmed up: applying the labels topic."
-    );
-    loop {
-        let consumer = match assign(&cfg, &metrics).await {
-            Ok(c) => {
-                health.set_problem(WHO, None);
-                c
+    'applying: loop {
+        resets.borrow_and_update();
+        while !(health.warm() || (!health.joined() && started.elapsed() > fallback)) {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
-            Err(e) => {
-                tracing::error!(topic = %cfg.topics.labels, error = %e, "Labels consumer not started; retrying.");
-                health.set_problem(WHO, Some(format!("labels task stopped: {e}")));
-                tokio::select! {
-                    biased;
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY) => continue,
+        }
+        tracing::info!(
+            assigned = health.assigned(),
+            "State warmed up: applying the labels topic."
+        );
+        loop {
+            let consumer = match assign(&cfg, &metrics).await {
+                Ok(c) => {
+                    health.set_problem(WHO, None);
+                    c
+                }
+                Err(e) => {
+                    tracing::error!(topic = %cfg.topics.labels, error = %e, "Labels consumer not started; retrying.");
+                    health.set_problem(WHO, Some(format!("labels task stopped: {e}")));
+                    tokio::select! {
+                        biased;
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY) => continue,
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = consume(&cfg, &consumer, &engine, &sink, &metrics, &token) => return,
+                r = resets.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    tracing::info!("State rewound: applying the labels topic again once warmed up.");
+                    continue 'applying;
                 }
             }
-        };
-        consume(&cfg, &consumer, &engine, &sink, &metrics, &token).await;
-        return;
+        }
     }
 }
 

@@ -5,13 +5,15 @@
 //! - `assignment`: the partitions owned, their tasks, and the state warm-up;
 //! - `labels`: the labels topic applied to state;
 //! - `merchants`: the merchant windows fed from every partition (`state.merchant_scope`);
-//! - `reload`: the model file watch and SIGHUP.
+//! - `reload`: the model file watch and SIGHUP;
+//! - `txn`: exactly-once delivery, the commit cycle of the Kafka transactions.
 
 mod assignment;
 mod labels;
 mod merchants;
 mod partition;
 mod reload;
+mod txn;
 
 pub use partition::{MAX_IN_FLIGHT, PARTITION_QUEUE};
 
@@ -23,7 +25,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Delivery};
 use crate::engine::Engine;
 use crate::http::Health;
 use crate::metrics::{self, Metrics};
@@ -61,6 +63,9 @@ pub enum PipelineError {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// Exactly-once: a transactional call failed for good (fenced, or fatal).
+    #[error("transactions: {0}")]
+    Transaction(String),
     /// A task panicked or could not be joined.
     #[error("task failed: {0}")]
     Join(String),
@@ -77,6 +82,10 @@ pub(super) struct Shared {
     pub(super) cfg: Arc<Config>,
     /// The merchant table's synchronisation (`state.merchant_scope = "global"`).
     pub(super) merchants: Option<Arc<merchants::MerchantSync>>,
+    /// Exactly-once: the gate of the commit cycle; `None` in at-least-once mode.
+    pub(super) txn: Option<Arc<txn::Gate>>,
+    /// Counts the rewinds (exactly-once aborts): the labels task applies the labels again.
+    pub(super) resets: tokio::sync::watch::Sender<u64>,
 }
 
 /// How often the poll loop turns without messages: the `/healthz` heartbeat, and the retry of
@@ -123,6 +132,7 @@ pub async fn run(
         .await
         .map_err(|e| PipelineError::Join(e.to_string()))??;
 
+    let exactly_once = cfg.kafka.delivery == Delivery::ExactlyOnce;
     let sink = Sink::new(&cfg)?;
     let merchant_sync = match cfg.state.merchant_scope {
         crate::config::MerchantScope::Global => Some(Arc::new(merchants::MerchantSync::new(
@@ -148,20 +158,37 @@ pub async fn run(
             r
         })
     });
+    let txn_timeout = Duration::from_millis(cfg.kafka.transaction_timeout_ms);
+    if exactly_once {
+        let started = std::time::Instant::now();
+        txn::init(sink.producer(), txn_timeout).await?;
+        tracing::info!(transactional_id = %cfg.kafka.transactional_id, ms = started.elapsed().as_millis() as u64, "Transactions initialised (a predecessor's open transaction is aborted).");
+    }
+    let (requests_tx, requests) = mpsc::unbounded_channel();
     let (rebalancer, events) = Rebalancer::new(
         health.clone(),
         Duration::from_millis(cfg.drain_timeout_ms),
         merchant_sync.clone(),
+        // A revocation waits for the commit cycle, which waits on the broker only: up to a
+        // transaction timeout (its sends' bound) and its commit's retries.
+        exactly_once.then_some((requests_tx, txn_timeout * 4)),
     );
     let ctx = WorkerContext::new(metrics.clone(), health.clone(), rebalancer.clone());
     let consumer = Arc::new(source::transactions_consumer(&cfg, ctx)?);
     consumer.subscribe(&[&cfg.topics.transactions])?;
     tracing::info!(topic = %cfg.topics.transactions, group = %cfg.kafka.group_id, brokers = %cfg.kafka.bootstrap_servers, librdkafka = ?cfg.kafka.librdkafka, "Consuming.");
 
+    let (resets, resets_rx) = tokio::sync::watch::channel(0u64);
+    let labels_sink = if exactly_once {
+        Sink::non_transactional(&cfg)?
+    } else {
+        sink.clone()
+    };
     let labels = tokio::spawn(labels::labels_task(
         cfg.clone(),
         engine.clone(),
-        sink.clone(),
+        labels_sink,
+        resets_rx,
         metrics.clone(),
         health.clone(),
         token.clone(),
@@ -175,6 +202,7 @@ pub async fn run(
         token.clone(),
     ));
 
+    let gate = exactly_once.then(|| Arc::new(txn::Gate::default()));
     let shared = Arc::new(Shared {
         token: token.clone(),
         engine,
@@ -184,7 +212,31 @@ pub async fn run(
         health: health.clone(),
         cfg: cfg.clone(),
         merchants: merchant_sync,
+        txn: gate.clone(),
+        resets,
     });
+    let committer = gate.map(|gate| {
+        let c = txn::Committer {
+            gate,
+            producer: sink.producer().clone(),
+            consumer: consumer.clone(),
+            rebalancer: rebalancer.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
+            timeout: txn_timeout,
+            committed: Default::default(),
+        };
+        let t = token.clone();
+        tokio::spawn(async move {
+            let r = c.run(requests).await;
+            if r.is_err() {
+                t.cancel();
+            }
+            r
+        })
+    });
+    let final_commit = rebalancer.txn_sender();
     // The poll loop runs as a task of its own: the rebalance callback, called inside its
     // `recv`, may block (`block_in_place`) while revoked partitions settle, which needs a
     // runtime worker thread.
@@ -202,25 +254,31 @@ pub async fn run(
     .unwrap_or_else(|e| Some(PipelineError::Join(e.to_string())));
 
     token.cancel();
-    let drain = Duration::from_millis(cfg.drain_timeout_ms);
-    if let Err(e) = sink.flush(drain.min(Duration::from_secs(5))) {
-        tracing::warn!(error = %e, "Producer flush incomplete.");
-    }
-    let c = consumer.clone();
-    let commit =
-        tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await;
-    match commit {
-        Ok(Ok(())) => tracing::info!("Committed stored offsets."),
-        // Every stored offset was already auto-committed: nothing left, not a failure.
-        Ok(Err(e))
-            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) =>
-        {
-            tracing::info!("Nothing left to commit: stored offsets were already committed.")
+    if let Some(committer) = committer {
+        // The tasks are drained: the last transaction commits (or aborts), so that no open
+        // transaction holds read_committed readers back after the exit.
+        if let Some(tx) = final_commit {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx.send(txn::Request::Final(done)).is_ok() {
+                let _ = wait.await;
+            }
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "Final commit failed (nothing new to commit, or not a member).")
+        match committer.await {
+            Ok(Ok(())) => tracing::info!("Last transaction ended."),
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(PipelineError::Join(e.to_string()));
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "Final commit task failed."),
+    } else {
+        final_store_commit(
+            &sink,
+            &consumer,
+            Duration::from_millis(cfg.drain_timeout_ms),
+        )
+        .await;
     }
     consumer.unsubscribe();
     if let Err(e) = labels.await {
@@ -246,6 +304,34 @@ pub async fn run(
     }
 }
 
+/// At-least-once: flushes the producer and commits the offsets stored since the last
+/// auto-commit.
+async fn final_store_commit(
+    sink: &Sink,
+    consumer: &Arc<StreamConsumer<WorkerContext>>,
+    drain: Duration,
+) {
+    if let Err(e) = sink.flush(drain.min(Duration::from_secs(5))) {
+        tracing::warn!(error = %e, "Producer flush incomplete.");
+    }
+    let c = consumer.clone();
+    let commit =
+        tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await;
+    match commit {
+        Ok(Ok(())) => tracing::info!("Committed stored offsets."),
+        // Every stored offset was already auto-committed: nothing left, not a failure.
+        Ok(Err(e))
+            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) =>
+        {
+            tracing::info!("Nothing left to commit: stored offsets were already committed.")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Final commit failed (nothing new to commit, or not a member).")
+        }
+        Err(e) => tracing::warn!(error = %e, "Final commit task failed."),
+    }
+}
+
 /// Polls the group consumer and routes messages to partition tasks until shutdown or a fatal
 /// error, then drains the tasks within `shutdown.drain_timeout_ms`. Never waits on a task: a
 /// busy partition is paused (see [`assignment::Router`]), so the consumer keeps polling.
@@ -267,7 +353,13 @@ async fn poll_loop(
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
-            Some(ev) = events.recv() => router.on_event(ev),
+            Some(ev) = events.recv() => {
+                if let Some(e) = router.on_event(ev).await {
+                    failure = Some(e);
+                    token.cancel();
+                    break;
+                }
+            }
             Some(end) = router.tasks.join_next(), if !router.tasks.is_empty() => {
                 if let Some(e) = task_ended(end, &health) {
                     failure = Some(e);
@@ -310,7 +402,12 @@ async fn poll_loop(
                             tokio::select! {
                                 biased;
                                 _ = token.cancelled() => break,
-                                Some(ev) = events.recv() => router.on_event(ev),
+                                Some(ev) = events.recv() => {
+                                    if let Some(e) = router.on_event(ev).await {
+                                        failure = Some(e);
+                                        token.cancel();
+                                    }
+                                }
                                 _ = tokio::time::sleep_until(until) => break,
                                 _ = tick.tick() => health.polled(),
                             }

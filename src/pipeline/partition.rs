@@ -4,6 +4,9 @@
 //! letter) and every earlier one were acknowledged, so a crash re-delivers rather than loses
 //! (at-least-once). The produce-and-store step is [`PartitionTask::settle`].
 //!
+//! In exactly-once mode ([`super::txn`]) the task sends only through the gate of the commit
+//! cycle, and a settled offset goes into the open transaction instead of the offset store.
+//!
 //! A task lives for one assignment of its partition. It first warms the state up from the
 //! partition's history (up to the committed offset), then decides. On revocation
 //! ([`TaskHandle::stop`]) it drops its queued messages, awaits its in-flight sends, stores
@@ -105,12 +108,22 @@ impl PartitionTask {
         let mut inflight: FuturesOrdered<SettleFuture> = FuturesOrdered::new();
         let received = s.metrics.received_counter(&self.topic, self.partition);
         let (alerts, passes) = s.metrics.decision_counters();
+        // Exactly-once: the right to send into the open transaction, held while sends are in
+        // flight; given back once they are all settled, so the commit cycle can run.
+        let gate = s.txn.clone();
+        let mut entered = None;
         loop {
+            let commit_waits = entered.is_some() && gate.as_ref().is_some_and(|g| g.requested());
             tokio::select! {
                 biased;
                 _ = self.handle.stop.cancelled() => break,
-                Some(done) = inflight.next(), if !inflight.is_empty() => self.settle(done)?,
-                msg = rx.recv(), if inflight.len() < MAX_IN_FLIGHT => match msg {
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    self.settle(done)?;
+                    if inflight.is_empty() {
+                        entered = None;
+                    }
+                }
+                msg = rx.recv(), if inflight.len() < MAX_IN_FLIGHT && !commit_waits => match msg {
                     Some(q) => {
                         if first {
                             first = false;
@@ -119,6 +132,24 @@ impl PartitionTask {
                             let o = q.msg.offset();
                             if o > self.applied.load(Ordering::Acquire) {
                                 self.warm_up(o).await;
+                            }
+                        }
+                        if let (Some(_), None, Some(sync), Some(c)) =
+                            (&gate, &entered, &s.merchants, &self.clock)
+                        {
+                            // Wait for the merchant table before taking the gate, not with it
+                            // (the feed may wait on a task that waits for the gate).
+                            let now_ms = chrono::Utc::now().timestamp_millis();
+                            let payload = q.msg.payload().unwrap_or_default();
+                            if let Ok(tx) = decode(payload, &s.cfg.input, now_ms) {
+                                sync.wait_for(c, q.msg.offset(), tx.ts, &self.handle.stop).await;
+                            }
+                        }
+                        if let (Some(g), None) = (&gate, &entered) {
+                            tokio::select! {
+                                biased;
+                                _ = self.handle.stop.cancelled() => break,
+                                guard = g.enter() => entered = Some(guard),
                             }
                         }
                         received.inc();
@@ -141,6 +172,7 @@ impl PartitionTask {
         while let Some(done) = inflight.next().await {
             self.settle(done)?;
         }
+        drop(entered);
         Ok(())
     }
 
@@ -344,6 +376,15 @@ impl PartitionTask {
     fn settle(&self, (offset, result, started, permit): Settled) -> Result<(), PipelineError> {
         drop(permit);
         let s = &self.shared;
+        if let (Err(e), Some(gate)) = (&result, &s.txn) {
+            // Exactly-once: the transaction cannot commit; the commit cycle aborts it and
+            // rewinds. Nothing is stored from here on.
+            s.metrics.error(metrics::STAGE_SENDING, "kafka_produce");
+            tracing::error!(topic = %self.topic, partition = self.partition, offset, error = %e, "Decision not delivered; the transaction will be aborted.");
+            gate.fail();
+            self.handle.fence.store(true, Ordering::Release);
+            return Ok(());
+        }
         if let Err(e) = result {
             s.metrics.error(metrics::STAGE_SENDING, "kafka_produce");
             tracing::error!(topic = %self.topic, partition = self.partition, offset, error = %e, "Decision not delivered; stopping without storing its offset.");
@@ -356,6 +397,14 @@ impl PartitionTask {
                 offset,
                 "Partition revoked: offset not stored."
             );
+            return Ok(());
+        }
+        if s.txn.is_some() {
+            // Exactly-once: the commit cycle sends it with the transaction.
+            self.handle.stored.fetch_max(offset + 1, Ordering::AcqRel);
+            s.metrics
+                .processing
+                .observe(started.elapsed().as_secs_f64());
             return Ok(());
         }
         match s.consumer.store_offset(&self.topic, self.partition, offset) {

@@ -382,6 +382,17 @@ impl<T: Entity> Table<T> {
         f(&mut sh.slab[i].1)
     }
 
+    /// Removes every entry (exactly-once rewind).
+    fn clear(&self) {
+        for sh in self.shards.iter() {
+            let mut sh = lock(sh);
+            let n = sh.slab.len();
+            sh.slab.clear();
+            sh.index.clear();
+            self.len.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
     /// Evicts the entries idle since before `idle_before_ms`; returns the entries left.
     fn sweep(&self, idle_before_ms: i64) -> u64 {
         self.shards
@@ -472,6 +483,20 @@ impl State {
         if ts_ms > self.newest_ms.load(Ordering::Relaxed) {
             self.newest_ms.fetch_max(ts_ms, Ordering::Relaxed);
         }
+    }
+
+    /// Forgets every account and merchant (exactly-once rewind: the state is then rebuilt from
+    /// the history up to the committed offsets). The label-attribution lookup is kept: the
+    /// rebuild inserts the same transactions again.
+    pub fn clear(&self) {
+        self.clear_accounts();
+        self.merchants.clear();
+    }
+
+    /// Forgets every account (the merchants are kept: with the merchant table they are fed
+    /// from the whole topic, not from this worker's committed offsets).
+    pub fn clear_accounts(&self) {
+        self.accounts.clear();
     }
 
     /// Accounts plus merchants held, after evicting those idle for `state.idle_ttl_secs` of

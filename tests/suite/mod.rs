@@ -1,3 +1,4 @@
+mod chaos;
 mod cli;
 mod produce;
 mod robust;

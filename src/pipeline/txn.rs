@@ -1,0 +1,299 @@
+//! Exactly-once delivery (`kafka.delivery = "exactly_once"`), as Kafka Streams' EOS v2 (KIP-447):
+//! one transactional producer per worker; the alerts, the dead letters and the consumed offsets
+//! of every partition the worker owns go into one Kafka transaction, committed every
+//! `kafka.commit_interval_ms` with `send_offsets_to_transaction(offsets, group metadata)`, so
+//! that the group coordinator fences a worker that lost its partitions (a zombie) by the group
+//! generation. A `read_committed` reader of the alerts sees an alert once its transaction
+//! committed, and never one of an aborted transaction.
+//!
+//! The commit cycle is owned by one task, the [`Committer`]. Partition tasks send only through
+//! the [`Gate`]: a task holds a read guard while it has sends in flight; the commit cycle asks
+//! them to stop taking messages ([`Gate::requested`]), takes the write guard (every send of the
+//! transaction acknowledged, every offset settled), commits, begins the next transaction and
+//! lets them go on. Errors, as librdkafka classifies them:
+//!
+//! - retriable: the same call again, within `kafka.transaction_timeout_ms`;
+//! - `txn_requires_abort` (a send failed, the group generation moved on, a timeout): abort,
+//!   then **rewind**: every partition task is dropped, the state is cleared with the warm-up
+//!   markers, the consumer seeks every partition to its committed offset and fresh tasks warm
+//!   the state up again from the history up to that offset, as on a fresh assignment (the
+//!   labels are applied again on top). The state so never counts an event twice: it holds what
+//!   a fault-free run held at the committed offsets. The gate stays closed until then.
+//! - fatal (a producer fenced by another with the same `transactional.id`, or by the broker):
+//!   the worker stops (exit 1) without committing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+
+use super::assignment::{Event, Rebalancer};
+use super::PipelineError;
+use crate::http::Health;
+use crate::metrics::{self, Metrics};
+use crate::source::WorkerContext;
+use crate::state::lock;
+
+type Key = (String, i32);
+
+/// Where the partition tasks and the commit cycle meet.
+#[derive(Default)]
+pub(crate) struct Gate {
+    requested: AtomicBool,
+    rw: Arc<RwLock<()>>,
+    failed: AtomicBool,
+}
+
+impl Gate {
+    /// True while a commit waits: a task holding a guard takes no new message.
+    pub(super) fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// The right to send into the open transaction; waits while a commit or a rewind runs.
+    pub(super) async fn enter(&self) -> OwnedRwLockReadGuard<()> {
+        self.rw.clone().read_owned().await
+    }
+
+    /// A send of the open transaction failed: the next cycle aborts it.
+    pub(super) fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+/// What the commit cycle is asked outside its interval.
+pub(super) enum Request {
+    /// Partitions are being revoked: commit now, their tasks' offsets included (or abort, when
+    /// `abort`: their tasks did not stop in time). Replies true when committed.
+    Revoke {
+        offsets: Vec<(Key, i64)>,
+        abort: bool,
+        reply: std::sync::mpsc::Sender<bool>,
+        /// Set by the revocation when it stopped waiting: abort instead (the partitions moved).
+        expired: Arc<AtomicBool>,
+    },
+    /// The worker stops: the last commit (or abort), then the cycle ends.
+    Final(oneshot::Sender<()>),
+}
+
+/// What went wrong in a transactional call.
+#[derive(Debug)]
+enum Failure {
+    /// Abort the transaction and rewind.
+    Abort(String),
+    /// Stop the worker.
+    Fatal(String),
+}
+
+fn classify(e: &KafkaError) -> Failure {
+    match e {
+        KafkaError::Transaction(t) if t.is_fatal() => Failure::Fatal(e.to_string()),
+        _ => Failure::Abort(e.to_string()),
+    }
+}
+
+fn retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.is_retriable() && !t.is_fatal() && !t.txn_requires_abort())
+}
+
+/// Calls `f` again while it fails with a retriable error, up to `within`.
+fn retry<T>(
+    within: Duration,
+    mut f: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    let deadline = Instant::now() + within;
+    loop {
+        match f() {
+            Err(e) if retriable(&e) && Instant::now() < deadline => {
+                tracing::warn!(error = %e, "Retriable transaction error; retrying.");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Registers the transactional producer (aborting what a dead predecessor with the same
+/// `transactional.id` left open, fencing a live one) and begins the first transaction.
+pub(super) async fn init(
+    producer: &FutureProducer,
+    timeout: Duration,
+) -> Result<(), PipelineError> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        retry(timeout * 3, || p.init_transactions(timeout))?;
+        p.begin_transaction()
+    })
+    .await
+    .map_err(|e| PipelineError::Join(e.to_string()))?
+    .map_err(|e| PipelineError::Transaction(format!("cannot start transactions: {e}")))
+}
+
+/// The commit cycle.
+pub(super) struct Committer {
+    pub(super) gate: Arc<Gate>,
+    pub(super) producer: FutureProducer,
+    pub(super) consumer: Arc<StreamConsumer<WorkerContext>>,
+    pub(super) rebalancer: Arc<Rebalancer>,
+    pub(super) metrics: Metrics,
+    pub(super) health: Health,
+    pub(super) interval: Duration,
+    /// Timeout of one transactional call.
+    pub(super) timeout: Duration,
+    /// The offsets committed last, per partition (a partition unchanged is not sent again).
+    pub(super) committed: HashMap<Key, i64>,
+}
+
+impl Committer {
+    /// Commits every `interval` and on request until [`Request::Final`] (or the channel
+    /// closes); a fatal error ends it with the error.
+    pub(super) async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+    ) -> Result<(), PipelineError> {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let (extra, abort, reply) = tokio::select! {
+                biased;
+                r = requests.recv() => match r {
+                    Some(Request::Revoke { offsets, abort, reply, expired }) => {
+                        (offsets, abort, Some((reply, expired)))
+                    }
+                    Some(Request::Final(done)) => {
+                        let r = self.cycle(Vec::new(), false, None, false).await;
+                        let _ = done.send(());
+                        return r.map(|_| ());
+                    }
+                    None => return Ok(()),
+                },
+                _ = tick.tick() => (Vec::new(), false, None),
+            };
+            let revoked: Vec<Key> = extra.iter().map(|(k, _)| k.clone()).collect();
+            let expired = reply.as_ref().map(|(_, e)| e.clone());
+            let ok = self.cycle(extra, abort, expired, true).await;
+            for k in revoked {
+                self.committed.remove(&k);
+            }
+            if let Some((r, _)) = reply {
+                let _ = r.send(matches!(ok, Ok(true)));
+            }
+            ok?;
+        }
+    }
+
+    /// One cycle: close the gate, commit (or abort and rewind), open the gate. Ok(true) when
+    /// committed or nothing to commit.
+    async fn cycle(
+        &mut self,
+        extra: Vec<(Key, i64)>,
+        abort: bool,
+        expired: Option<Arc<AtomicBool>>,
+        rewind: bool,
+    ) -> Result<bool, PipelineError> {
+        self.gate.requested.store(true, Ordering::Release);
+        let guard = self.gate.rw.clone().write_owned().await;
+        self.gate.requested.store(false, Ordering::Release);
+        let expired = expired.is_some_and(|e| e.load(Ordering::Acquire));
+        let failed = self.gate.failed.swap(false, Ordering::AcqRel) || abort || expired;
+        let mut offsets: HashMap<Key, i64> = HashMap::new();
+        for (k, h) in lock(&self.rebalancer.running).iter() {
+            let o = h.stored.load(Ordering::Acquire);
+            if o >= 0 {
+                offsets.insert(k.clone(), o);
+            }
+        }
+        for (k, o) in extra {
+            if o >= 0 {
+                let e = offsets.entry(k).or_insert(o);
+                *e = (*e).max(o);
+            }
+        }
+        offsets.retain(|k, o| self.committed.get(k) != Some(o));
+        let why = if failed {
+            "a send of the transaction failed, or revoked partitions did not settle in time"
+                .to_string()
+        } else if offsets.is_empty() {
+            return Ok(true);
+        } else {
+            match self.commit(&offsets).await {
+                Ok(()) => {
+                    self.metrics.transaction(metrics::TXN_COMMITTED);
+                    self.committed.extend(offsets);
+                    self.begin().await?;
+                    return Ok(true);
+                }
+                Err(Failure::Fatal(e)) => return Err(self.fatal(e)),
+                Err(Failure::Abort(e)) => e,
+            }
+        };
+        tracing::warn!(reason = %why, "Aborting the transaction; rewinding to the committed offsets.");
+        self.abort().await?;
+        self.metrics.transaction(metrics::TXN_ABORTED);
+        self.committed.clear();
+        if rewind {
+            self.begin().await?;
+            // The poll loop rewinds, then opens the gate by dropping the guard.
+            let _ = self.rebalancer.events.send(Event::Rewind(guard));
+        }
+        Ok(false)
+    }
+
+    async fn commit(&self, offsets: &HashMap<Key, i64>) -> Result<(), Failure> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), o) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*o))
+                .map_err(|e| Failure::Abort(e.to_string()))?;
+        }
+        let cgm = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| Failure::Abort("not a member of the consumer group".into()))?;
+        let p = self.producer.clone();
+        let timeout = self.timeout;
+        tokio::task::spawn_blocking(move || {
+            retry(timeout * 3, || {
+                p.send_offsets_to_transaction(&tpl, &cgm, timeout)
+            })
+            .map_err(|e| classify(&e))?;
+            retry(timeout * 3, || p.commit_transaction(timeout)).map_err(|e| classify(&e))
+        })
+        .await
+        .map_err(|e| Failure::Fatal(e.to_string()))?
+    }
+
+    async fn abort(&self) -> Result<(), PipelineError> {
+        let p = self.producer.clone();
+        let timeout = self.timeout;
+        let r = tokio::task::spawn_blocking(move || {
+            retry(timeout * 6, || p.abort_transaction(timeout))
+        })
+        .await
+        .map_err(|e| PipelineError::Join(e.to_string()))?;
+        r.map_err(|e| self.fatal(format!("abort failed: {e}")))
+    }
+
+    async fn begin(&self) -> Result<(), PipelineError> {
+        let p = self.producer.clone();
+        let r = tokio::task::spawn_blocking(move || p.begin_transaction())
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))?;
+        r.map_err(|e| self.fatal(format!("begin failed: {e}")))
+    }
+
+    fn fatal(&self, e: String) -> PipelineError {
+        tracing::error!(error = %e, "Fatal transaction error (fenced by another worker with the same transactional.id, or by the broker); stopping.");
+        self.health
+            .set_problem("transactions", Some(format!("transactions failed: {e}")));
+        PipelineError::Transaction(e)
+    }
+}
+
+/// The guard the poll loop holds during a rewind.
+pub(super) type RewindGuard = OwnedRwLockWriteGuard<()>;
