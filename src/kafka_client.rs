@@ -254,7 +254,7 @@ mod tests {
     use crate::config::PassThrough;
 
     fn cfg_with(settings: &[(&str, &str)]) -> Config {
-        let mut c = crate::config::load(None).expect("defaults");
+        let mut c = crate::config::defaults();
         for (k, v) in settings {
             c.kafka
                 .librdkafka

@@ -490,7 +490,7 @@ mod tests {
     /// librdkafka's authentication error becomes a message naming user and mechanism.
     #[test]
     fn authentication_failure_names_user_and_mechanism() {
-        let mut cfg = crate::config::load(None).expect("defaults");
+        let mut cfg = crate::config::defaults();
         for (k, v) in [
             ("security.protocol", "SASL_PLAINTEXT"),
             ("sasl.mechanisms", "PLAIN"),

@@ -552,6 +552,15 @@ impl Kind {
     }
 }
 
+/// The defaults of `config/default.toml` alone, without the `FRAUD__…` environment (for tests
+/// that must not see what other tests set).
+pub fn defaults() -> Config {
+    let fig = Figment::from(Toml::string(DEFAULT_TOML));
+    let mut cfg = from_figment(&fig).expect("config/default.toml is valid");
+    cfg.model.path = resolve_model_path(&cfg.model.path, &PathOrigin::Default);
+    cfg
+}
+
 /// Loads the default configuration, layered with `file` and the environment.
 ///
 /// A relative `model.path` is resolved by where it was set (see [`resolve_model_path`]).

@@ -121,10 +121,12 @@ struct Part {
 }
 
 impl Part {
-    /// The earliest event time this partition may still bring.
+    /// The partition's watermark: the event time before which it brings nothing more in order
+    /// (never going back: a transaction older than one already applied, out of order within
+    /// its partition, does not hold the others back; it is applied when it comes).
     fn low(&self) -> i64 {
         match self.buf.front() {
-            Some(e) => e.ts,
+            Some(e) => e.ts.max(self.last_ts),
             None if self.at_end => i64::MAX,
             None => self.last_ts,
         }
@@ -219,7 +221,9 @@ impl MerchantSync {
         stop: &CancellationToken,
     ) {
         clock.next_offset.store(offset, Ordering::Release);
-        clock.next_ts.store(ts, Ordering::Release);
+        // Never back: an out-of-order transaction of this partition does not hold back what
+        // its later ones already let through.
+        clock.next_ts.fetch_max(ts, Ordering::AcqRel);
         if self.low.load(Ordering::Acquire) >= ts {
             return;
         }
@@ -297,7 +301,7 @@ impl MerchantSync {
             }
             let Some(part) = parts.get_mut(&p) else { break };
             part.buf.pop_front();
-            part.last_ts = e.ts;
+            part.last_ts = part.last_ts.max(e.ts);
             if part.buf.is_empty() && !part.at_end {
                 part.empty_since = Some(now);
             }
