@@ -267,9 +267,19 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64>
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed");
+    // A broker that has just started may not have its group coordinator yet (NotCoordinator,
+    // CoordinatorLoadInProgress): ask again until it answers, for up to 60 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets not available yet ({e}); asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed: {e:?}"),
+        }
+    };
     got.elements()
         .iter()
         .map(|e| {
