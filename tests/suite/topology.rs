@@ -46,22 +46,7 @@ async fn alerts_of(base: &Config, workers: usize, end: i64) -> (HashSet<String>,
             Worker::start(&c)
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (g, t) = (cfg.kafka.group_id.clone(), cfg.topics.transactions.clone());
-        let done = tokio::task::spawn_blocking(move || committed(&g, &t, PARTITIONS))
-            .await
-            .expect("join");
-        let sum: i64 = done.values().map(|o| (*o).max(0)).sum();
-        if sum >= end {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the group committed {sum} of {end} offsets in 240 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_committed(&cfg, end, Duration::from_secs(240)).await;
     let mut sent = 0.0;
     for w in &ws {
         sent += w.metric("fraud_decisions_total{decision=\"alert\"}").await;
