@@ -66,12 +66,25 @@ pub fn observe_with(
     spec: &FeatureSpec,
     merchants: Merchants,
 ) -> Observed {
+    observe_full(state, tx, spec, merchants, true)
+}
+
+/// [`observe_with`]; with `apply_account` false the account's state is read and not changed
+/// (it already holds `tx`: restored from the state changelog, see `pipeline::changelog`).
+#[inline]
+pub fn observe_full(
+    state: &State,
+    tx: &Transaction<'_>,
+    spec: &FeatureSpec,
+    merchants: Merchants,
+    apply_account: bool,
+) -> Observed {
     let mut fv = [0.0f32; MAX_DIM];
     features::attribute_features(tx, &spec.attributes, &mut fv);
     features::time_features(tx, &mut fv);
     let merchant_key = key_of(&tx.merchant_id);
     let ahead = state.too_far_ahead(tx.ts);
-    let acct_late = observe_account(state, tx, merchant_key, ahead, &mut fv);
+    let acct_late = observe_account(state, tx, merchant_key, ahead, apply_account, &mut fv);
     let merch_late = state.with_merchant(merchant_key, |m| {
         features::merchant_features(m, tx, spec.feedback_delay_days, &mut fv);
         merchants == Merchants::Apply && !ahead && apply_merchant_locked(m, tx.ts, tx.amount as f32)
@@ -92,7 +105,7 @@ pub fn observe_with(
 pub fn observe_account_only(state: &State, tx: &Transaction<'_>) -> bool {
     let mut fv = [0.0f32; MAX_DIM];
     let ahead = state.too_far_ahead(tx.ts);
-    let late = observe_account(state, tx, key_of(&tx.merchant_id), ahead, &mut fv);
+    let late = observe_account(state, tx, key_of(&tx.merchant_id), ahead, true, &mut fv);
     if !ahead {
         state.applied(tx.ts);
     }
@@ -107,6 +120,7 @@ fn observe_account(
     tx: &Transaction<'_>,
     merchant_key: u64,
     ahead: bool,
+    apply: bool,
     fv: &mut FeatureVector,
 ) -> bool {
     if !ahead {
@@ -119,6 +133,9 @@ fn observe_account(
     let amount = tx.amount as f32;
     state.with_account(key_of(&tx.account_id), |a| {
         features::account_features(a, tx, merchant_key, fv);
+        if !apply {
+            return false;
+        }
         if ahead || !a.w.add(tx.ts, amount) {
             return true;
         }
@@ -206,7 +223,20 @@ impl Engine {
         tx: &Transaction<'_>,
         merchants: Merchants,
     ) -> Decision {
-        let o = observe_with(&self.state, tx, model.spec(), merchants);
+        self.process_full(model, tx, merchants, true)
+    }
+
+    /// [`Engine::process_merchants`]; the account's state only read when `apply_account` is
+    /// false ([`observe_full`]).
+    #[inline]
+    pub fn process_full(
+        &self,
+        model: &Model,
+        tx: &Transaction<'_>,
+        merchants: Merchants,
+        apply_account: bool,
+    ) -> Decision {
+        let o = observe_full(&self.state, tx, model.spec(), merchants, apply_account);
         let score = model.score(&o.features);
         Decision {
             features: o.features,

@@ -16,10 +16,13 @@
 //! | `fraud_labels_total` | counter | outcome |
 //! | `fraud_state_warmup_events_total` | counter | |
 //! | `fraud_state_warmup_duration_seconds` | histogram | |
+//! | `fraud_changelog_records_total` | counter | op (written, restored, invalid) |
+//! | `fraud_changelog_restore_duration_seconds` | histogram | |
 //! | `fraud_merchant_table_events_total` | counter | |
 //! | `fraud_merchant_table_watermark_seconds` | gauge | |
 //! | `fraud_merchant_sync_wait_seconds` | histogram | |
 //! | `fraud_merchant_sync_timeouts_total` | counter | |
+//! | `fraud_merchant_snapshots_total` | counter | op (written, restored, failed) |
 //! | `fraud_processing_duration_seconds` | histogram | |
 //! | `fraud_model_inference_duration_seconds` | histogram | |
 //! | `fraud_event_lag_seconds` | histogram | |
@@ -67,6 +70,16 @@ pub const LABELS: &str = "fraud_labels_total";
 pub const WARMUP_EVENTS: &str = "fraud_state_warmup_events_total";
 /// Time a partition's warm-up (state restore) took.
 pub const WARMUP_DURATION: &str = "fraud_state_warmup_duration_seconds";
+/// State changelog records, by what was done with them.
+pub const CHANGELOG_RECORDS: &str = "fraud_changelog_records_total";
+/// `fraud_changelog_records_total{op}`: written (accounts, tombstones and flush markers).
+pub const CHANGELOG_WRITTEN: &str = "written";
+/// `fraud_changelog_records_total{op}`: read back at a restore.
+pub const CHANGELOG_RESTORED: &str = "restored";
+/// `fraud_changelog_records_total{op}`: read back and unreadable (skipped).
+pub const CHANGELOG_INVALID: &str = "invalid";
+/// Time a partition's restore from the changelog took (its replay after it is in the warm-up).
+pub const CHANGELOG_RESTORE_DURATION: &str = "fraud_changelog_restore_duration_seconds";
 /// Time from message received to decision delivered and offset stored.
 pub const PROCESSING_DURATION: &str = "fraud_processing_duration_seconds";
 /// Time in the model.
@@ -200,6 +213,8 @@ pub struct Metrics {
     labels: IntCounterVec,
     warmup: IntCounter,
     warmup_duration: Histogram,
+    changelog_records: IntCounterVec,
+    changelog_restore: Histogram,
     /// Processing time.
     pub processing: Histogram,
     /// Inference time.
@@ -303,6 +318,20 @@ impl Metrics {
             )
             .buckets(vec![0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
         )?;
+        let changelog_records = IntCounterVec::new(
+            Opts::new(
+                CHANGELOG_RECORDS,
+                "State changelog records written, or read back at a restore (restored, invalid).",
+            ),
+            &["op"],
+        )?;
+        let changelog_restore = Histogram::with_opts(
+            HistogramOpts::new(
+                CHANGELOG_RESTORE_DURATION,
+                "Seconds a partition's restore from the state changelog took.",
+            )
+            .buckets(vec![0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        )?;
         let processing = Histogram::with_opts(
             HistogramOpts::new(
                 PROCESSING_DURATION,
@@ -395,6 +424,11 @@ impl Metrics {
         registry.register(Box::new(labels.clone()))?;
         registry.register(Box::new(warmup.clone()))?;
         registry.register(Box::new(warmup_duration.clone()))?;
+        registry.register(Box::new(changelog_records.clone()))?;
+        registry.register(Box::new(changelog_restore.clone()))?;
+        for op in [CHANGELOG_WRITTEN, CHANGELOG_RESTORED, CHANGELOG_INVALID] {
+            changelog_records.with_label_values(&[op]);
+        }
         registry.register(Box::new(processing.clone()))?;
         registry.register(Box::new(inference.clone()))?;
         registry.register(Box::new(event_lag.clone()))?;
@@ -434,6 +468,8 @@ impl Metrics {
             labels,
             warmup,
             warmup_duration,
+            changelog_records,
+            changelog_restore,
             processing,
             inference,
             event_lag,
@@ -539,6 +575,24 @@ impl Metrics {
         find(&self.resolved.labels, outcome)
             .cloned()
             .unwrap_or_else(|| self.labels.with_label_values(&[outcome]))
+    }
+
+    /// `n` changelog records written.
+    pub fn changelog_written(&self, n: usize) {
+        self.changelog_records
+            .with_label_values(&[CHANGELOG_WRITTEN])
+            .inc_by(n as u64);
+    }
+
+    /// A partition restored from the changelog: `records` read, `invalid` of them skipped.
+    pub fn changelog_restored(&self, records: u64, invalid: u64, seconds: f64) {
+        self.changelog_records
+            .with_label_values(&[CHANGELOG_RESTORED])
+            .inc_by(records);
+        self.changelog_records
+            .with_label_values(&[CHANGELOG_INVALID])
+            .inc_by(invalid);
+        self.changelog_restore.observe(seconds);
     }
 
     /// Events replayed into state by a warm-up.
@@ -944,6 +998,8 @@ pub const MERCHANT_TABLE_EVENTS: &str = "fraud_merchant_table_events_total";
 pub const MERCHANT_SYNC_WAIT: &str = "fraud_merchant_sync_wait_seconds";
 /// Decisions made without the merchant windows caught up (waited the maximum).
 pub const MERCHANT_SYNC_TIMEOUTS: &str = "fraud_merchant_sync_timeouts_total";
+/// Snapshots of the merchant table written, restored, or failed to write, by `op`.
+pub const MERCHANT_SNAPSHOTS: &str = "fraud_merchant_snapshots_total";
 /// Event time up to which the merchant windows have seen every partition.
 pub const MERCHANT_TABLE_WATERMARK: &str = "fraud_merchant_table_watermark_seconds";
 
@@ -958,6 +1014,8 @@ pub struct MerchantTableMetrics {
     pub timeouts: IntCounter,
     /// Event time (Unix seconds) before which every partition's transactions are applied.
     pub watermark: Gauge,
+    /// Snapshots by `op`: written, restored, failed (to write).
+    pub snapshots: IntCounterVec,
 }
 
 impl MerchantTableMetrics {
@@ -983,11 +1041,22 @@ impl MerchantTableMetrics {
                 MERCHANT_TABLE_WATERMARK,
                 "Event time (Unix seconds) before which the merchant windows hold every partition's transactions.",
             )?,
+            snapshots: IntCounterVec::new(
+                Opts::new(
+                    MERCHANT_SNAPSHOTS,
+                    "Snapshots of the merchant table, by op: written, restored, failed (to write).",
+                ),
+                &["op"],
+            )?,
         };
+        for op in ["written", "restored", "failed"] {
+            m.snapshots.with_label_values(&[op]);
+        }
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.wait.clone()))?;
         registry.register(Box::new(m.timeouts.clone()))?;
         registry.register(Box::new(m.watermark.clone()))?;
+        registry.register(Box::new(m.snapshots.clone()))?;
         Ok(m)
     }
 }

@@ -122,12 +122,16 @@ pub enum DeadLettered {
     Refused(KafkaError),
 }
 
+/// Records to send in order: key, and value (`None`: a tombstone).
+pub type Records = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// The producer for alerts and dead letters.
 #[derive(Clone)]
 pub struct Sink {
     producer: FutureProducer,
     alerts: String,
     dead_letter: String,
+    changelog: String,
     max_message_bytes: usize,
 }
 
@@ -157,6 +161,7 @@ impl Sink {
             producer: client.create()?,
             alerts: cfg.topics.alerts.clone(),
             dead_letter: cfg.topics.dead_letter.clone(),
+            changelog: cfg.changelog_topic(),
             max_message_bytes,
         })
     }
@@ -174,6 +179,65 @@ impl Sink {
             let rec: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&topic).key(&key[..]).payload(&payload[..]);
             deliver(&producer, rec, &topic).await
+        }
+    }
+
+    /// Sends records (key, value; `None`: a tombstone) to `partition` of the state changelog,
+    /// enqueued in their order (so a flush's marker lands after its accounts); resolves with the
+    /// records sent once all are acknowledged.
+    pub fn send_changelog(
+        &self,
+        partition: i32,
+        records: Records,
+    ) -> impl std::future::Future<Output = Result<usize, SinkError>> + Send + 'static {
+        self.send_records(self.changelog.clone(), partition, records)
+    }
+
+    /// Sends records (key, value; `None`: a tombstone) to `partition` of `topic`, enqueued in
+    /// their order; resolves with the records sent once all are acknowledged. Needs a Tokio
+    /// runtime (it waits for room in the producer's queue).
+    pub fn send_records(
+        &self,
+        topic: String,
+        partition: i32,
+        records: Records,
+    ) -> impl std::future::Future<Output = Result<usize, SinkError>> + Send + 'static {
+        let producer = self.producer.clone();
+        async move {
+            let err = |source| SinkError::Produce {
+                topic: topic.clone(),
+                source,
+            };
+            let mut pending = Vec::with_capacity(records.len());
+            for (k, v) in &records {
+                let mut rec: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(&topic).partition(partition).key(&k[..]);
+                if let Some(v) = v {
+                    rec = rec.payload(&v[..]);
+                }
+                loop {
+                    match producer.send_result(rec) {
+                        Ok(f) => {
+                            pending.push(f);
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            // Wait for room, keeping the order.
+                            rec = r;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((e, _)) => return Err(err(e)),
+                    }
+                }
+            }
+            for f in pending {
+                match f.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(err(e)),
+                    Err(_) => return Err(err(KafkaError::Canceled)),
+                }
+            }
+            Ok(records.len())
         }
     }
 

@@ -48,6 +48,16 @@ pub enum SourceError {
         /// The broker's words.
         detail: String,
     },
+    /// The state changelog has fewer partitions than the transactions topic.
+    #[error("topic {topic:?} (topics.changelog) has {has} partitions, the transactions topic {needs}: give it {needs} (kafka-topics.sh --alter --partitions), or name another with topics.changelog")]
+    ChangelogPartitions {
+        /// The changelog topic.
+        topic: String,
+        /// Its partitions.
+        has: usize,
+        /// The transactions topic's.
+        needs: usize,
+    },
     /// The brokers refused our credentials.
     #[error("authentication failed at {bootstrap} for user {user:?} with SASL mechanism {mechanism}: {detail}; check kafka.librdkafka \"sasl.username\" and \"sasl.password\" (and the user's SCRAM/PLAIN credentials on the brokers)")]
     Authentication {
@@ -382,7 +392,92 @@ pub fn ensure_topics(cfg: &Config) -> Result<Vec<String>, SourceError> {
         ("topics.dead_letter", cfg.topics.dead_letter.as_str()),
         ("topics.labels", cfg.topics.labels.as_str()),
     ];
-    ensure_these_topics(cfg, &wanted)
+    let created = ensure_these_topics(cfg, &wanted)?;
+    if cfg.state.changelog {
+        ensure_compacted(cfg, cfg.changelog_topic(), "topics.changelog", None)?;
+    }
+    if cfg.merchant_snapshots() {
+        ensure_compacted(
+            cfg,
+            cfg.merchant_snapshot_topic(),
+            "topics.merchant_snapshot",
+            Some(1),
+        )?;
+    }
+    Ok(created)
+}
+
+/// Checks a compacted state topic exists: the changelog with a partition for each partition of
+/// the transactions topic (`partitions` `None`), or one of `partitions`; creates it when
+/// missing and `topics.create` (compacted, 64 MB or 1-hour segments so compaction keeps
+/// restores short).
+fn ensure_compacted(
+    cfg: &Config,
+    topic: String,
+    key: &'static str,
+    partitions: Option<usize>,
+) -> Result<(), SourceError> {
+    let md = fetch_metadata_watching(cfg)?;
+    let partitions_of = |name: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| t.partitions().len())
+    };
+    let needs = partitions.unwrap_or_else(|| {
+        partitions_of(&cfg.topics.transactions).unwrap_or(cfg.topics.partitions as usize)
+    });
+    match partitions_of(&topic) {
+        Some(has) if has >= needs => return Ok(()),
+        Some(has) => {
+            return Err(SourceError::ChangelogPartitions { topic, has, needs });
+        }
+        None if !cfg.topics.create => {
+            return Err(SourceError::MissingTopic { topic, key });
+        }
+        None => {}
+    }
+    let admin: AdminClient<AuthWatch> = kafka_client::admin(cfg)
+        .create_with_context(AuthWatch::default())
+        .map_err(|source| SourceError::Kafka {
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
+            source,
+        })?;
+    let min_isr = min_insync_replicas(cfg.topics.replication_factor).map(|n| n.to_string());
+    let mut new = NewTopic::new(
+        &topic,
+        needs as i32,
+        TopicReplication::Fixed(cfg.topics.replication_factor),
+    )
+    .set("cleanup.policy", "compact")
+    .set("segment.bytes", "67108864")
+    .set("segment.ms", "3600000")
+    .set("min.cleanable.dirty.ratio", "0.1");
+    if let Some(n) = &min_isr {
+        new = new.set("min.insync.replicas", n);
+    }
+    let failed = |detail: String| SourceError::CreateTopic {
+        topic: topic.clone(),
+        detail,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let results = rt
+        .block_on(admin.create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .map_err(|e| failed(e.to_string()))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(failed(code.to_string())),
+        }
+    }
+    tracing::info!(topic = %topic, partitions = needs, "Created a state topic (compacted).");
+    Ok(())
 }
 
 /// Checks the `wanted` topics (config key, name) exist; creates the missing ones when

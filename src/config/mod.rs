@@ -152,6 +152,8 @@ struct RawTopics {
     alerts: String,
     dead_letter: String,
     labels: String,
+    changelog: String,
+    merchant_snapshot: String,
     create: bool,
     partitions: i64,
     replication_factor: i64,
@@ -179,6 +181,9 @@ struct RawState {
     label_lookup_entries: i64,
     merchant_scope: String,
     merchant_sync_max_wait_ms: i64,
+    changelog: bool,
+    changelog_flush_ms: i64,
+    merchant_snapshot_secs: i64,
 }
 
 /// `[model]` as written.
@@ -293,6 +298,44 @@ impl Delivery {
     }
 }
 
+/// `topics.changelog`, or when empty `<group_id>-state-changelog`.
+pub fn changelog_topic_of(group_id: &str, written: &str) -> String {
+    if written.trim().is_empty() {
+        format!("{group_id}-state-changelog")
+    } else {
+        written.to_string()
+    }
+}
+
+/// `topics.merchant_snapshot`, or when empty `<group_id>-merchant-snapshot`.
+pub fn merchant_snapshot_topic_of(group_id: &str, written: &str) -> String {
+    if written.trim().is_empty() {
+        format!("{group_id}-merchant-snapshot")
+    } else {
+        written.to_string()
+    }
+}
+
+impl Config {
+    /// The state changelog topic: `topics.changelog`, or `<kafka.group_id>-state-changelog`.
+    pub fn changelog_topic(&self) -> String {
+        changelog_topic_of(&self.kafka.group_id, &self.topics.changelog)
+    }
+
+    /// The merchant table's snapshot topic: `topics.merchant_snapshot`, or
+    /// `<kafka.group_id>-merchant-snapshot`.
+    pub fn merchant_snapshot_topic(&self) -> String {
+        merchant_snapshot_topic_of(&self.kafka.group_id, &self.topics.merchant_snapshot)
+    }
+
+    /// True when the merchant table is snapshotted and restored from its snapshots.
+    pub fn merchant_snapshots(&self) -> bool {
+        self.state.changelog
+            && self.state.merchant_scope == MerchantScope::Global
+            && self.state.merchant_snapshot_secs > 0
+    }
+}
+
 /// The default `transactional.id`: `fraudstream-<group_id>-<hostname>`, stable across restarts
 /// of the worker on one host, so that a restarted worker aborts its predecessor's open
 /// transaction at once (`init_transactions`).
@@ -321,6 +364,11 @@ pub struct TopicsConfig {
     pub dead_letter: String,
     /// Confirmed frauds.
     pub labels: String,
+    /// The state changelog (compacted, one partition per transactions partition) as written;
+    /// empty: [`Config::changelog_topic`] derives it from the group.
+    pub changelog: String,
+    /// The merchant table's snapshots as written; empty: [`Config::merchant_snapshot_topic`].
+    pub merchant_snapshot: String,
     /// Create missing topics at start.
     pub create: bool,
     /// Partitions of created topics.
@@ -375,6 +423,14 @@ pub struct StateConfig {
     pub merchant_scope: MerchantScope,
     /// Longest wait of a transaction for the merchant windows (global scope), in ms.
     pub merchant_sync_max_wait_ms: u64,
+    /// Write changed accounts to `topics.changelog` and restore from it on assignment.
+    pub changelog: bool,
+    /// How often a partition's changed accounts are written, in ms (at-least-once; in
+    /// exactly-once mode, at every commit).
+    pub changelog_flush_ms: u64,
+    /// How often the merchant table is written to `topics.merchant_snapshot`, in seconds (with
+    /// `changelog` and the global merchant scope; 0: never, the table is rebuilt by replay).
+    pub merchant_snapshot_secs: u64,
 }
 
 /// `state.merchant_scope`.
@@ -407,6 +463,9 @@ impl Default for StateConfig {
             label_lookup_entries: 4_000_000,
             merchant_scope: MerchantScope::Global,
             merchant_sync_max_wait_ms: 2_000,
+            changelog: true,
+            changelog_flush_ms: 1_000,
+            merchant_snapshot_secs: 60,
         }
     }
 }
@@ -480,6 +539,8 @@ impl Config {
         let _ = writeln!(o, "alerts = {}", q(&t.alerts));
         let _ = writeln!(o, "dead_letter = {}", q(&t.dead_letter));
         let _ = writeln!(o, "labels = {}", q(&t.labels));
+        let _ = writeln!(o, "changelog = {}", q(&t.changelog));
+        let _ = writeln!(o, "merchant_snapshot = {}", q(&t.merchant_snapshot));
         let _ = writeln!(o, "create = {}", t.create);
         let _ = writeln!(o, "partitions = {}", t.partitions);
         let _ = writeln!(o, "replication_factor = {}", t.replication_factor);
@@ -500,6 +561,9 @@ impl Config {
             "merchant_sync_max_wait_ms = {}",
             st.merchant_sync_max_wait_ms
         );
+        let _ = writeln!(o, "changelog = {}", st.changelog);
+        let _ = writeln!(o, "changelog_flush_ms = {}", st.changelog_flush_ms);
+        let _ = writeln!(o, "merchant_snapshot_secs = {}", st.merchant_snapshot_secs);
         let _ = writeln!(o, "\n[model]");
         let _ = writeln!(o, "path = {}", q(&m.path.display().to_string()));
         match m.threshold {
@@ -1049,11 +1113,15 @@ impl TryFrom<RawConfig> for Config {
         }
 
         let t = raw.topics;
+        let derived_changelog = changelog_topic_of(&k.group_id, &t.changelog);
+        let derived_snapshot = merchant_snapshot_topic_of(&k.group_id, &t.merchant_snapshot);
         let names = [
             ("topics.transactions", &t.transactions),
             ("topics.alerts", &t.alerts),
             ("topics.dead_letter", &t.dead_letter),
             ("topics.labels", &t.labels),
+            ("topics.changelog", &derived_changelog),
+            ("topics.merchant_snapshot", &derived_snapshot),
         ];
         for (i, (key, name)) in names.iter().enumerate() {
             non_empty(&mut p, key, name);
@@ -1124,6 +1192,18 @@ impl TryFrom<RawConfig> for Config {
                 MerchantScope::Global
             }
         };
+        if !(0..=86_400).contains(&s.merchant_snapshot_secs) {
+            p.push(format!(
+                "state.merchant_snapshot_secs: must be in 0..=86400, got {}",
+                s.merchant_snapshot_secs
+            ));
+        }
+        if !(10..=600_000).contains(&s.changelog_flush_ms) {
+            p.push(format!(
+                "state.changelog_flush_ms: must be in 10..=600000, got {}",
+                s.changelog_flush_ms
+            ));
+        }
         if !(0..=600_000).contains(&s.merchant_sync_max_wait_ms) {
             p.push(format!(
                 "state.merchant_sync_max_wait_ms: must be in 0..=600000, got {}",
@@ -1191,6 +1271,8 @@ impl TryFrom<RawConfig> for Config {
                     alerts: t.alerts,
                     dead_letter: t.dead_letter,
                     labels: t.labels,
+                    changelog: t.changelog,
+                    merchant_snapshot: t.merchant_snapshot,
                     create: t.create,
                     partitions: t.partitions as i32,
                     replication_factor: t.replication_factor as i32,
@@ -1210,6 +1292,9 @@ impl TryFrom<RawConfig> for Config {
                     label_lookup_entries: s.label_lookup_entries.max(0) as u64,
                     merchant_scope,
                     merchant_sync_max_wait_ms: s.merchant_sync_max_wait_ms.max(0) as u64,
+                    changelog: s.changelog,
+                    changelog_flush_ms: s.changelog_flush_ms.max(0) as u64,
+                    merchant_snapshot_secs: s.merchant_snapshot_secs.max(0) as u64,
                 },
                 model: ModelConfig {
                     path: PathBuf::from(raw.model.path),

@@ -332,6 +332,9 @@ impl Router {
         }
         self.slots.clear();
         self.applied.clear();
+        if let Some(c) = &self.shared.changelogs {
+            c.clear();
+        }
         match &self.shared.merchants {
             // The merchant table holds the merchants, fed from the whole topic.
             Some(_) => self.shared.engine.state.clear_accounts(),
@@ -390,6 +393,12 @@ impl Router {
             handle: handle.clone(),
             applied,
             clock: clock.clone(),
+            changelog: self.shared.changelogs.as_ref().map(|c| c.of(key.1)),
+            restored: self
+                .shared
+                .changelogs
+                .as_ref()
+                .map(|_| std::sync::OnceLock::new()),
         };
         lock(&self.rebalancer.running).insert(key.clone(), handle);
         let k = key.clone();
@@ -572,6 +581,12 @@ fn enqueue(
 /// (what this process already holds), whichever is later, up to `until`; advances `applied`.
 /// Stops early on `stop` or shutdown. Returns the events applied. Blocking: call from
 /// `spawn_blocking`.
+///
+/// With the changelog (`changelog` given) and nothing of the partition held yet, first
+/// restores the partition's accounts from it ([`super::changelog`]) and replays only from its
+/// last marker, skipping the events the restored accounts hold; the restore is returned for the
+/// live path (at-least-once may decide again events the changelog already holds).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn warm_up_blocking(
     s: &Shared,
     topic: &str,
@@ -580,6 +595,50 @@ pub(super) fn warm_up_blocking(
     stop: &CancellationToken,
     applied: &AtomicI64,
     clock: Option<&TaskClock>,
+    changelog: Option<&super::changelog::Changelog>,
+) -> Result<(u64, Option<super::changelog::Restored>), rdkafka::error::KafkaError> {
+    let floor = applied.load(Ordering::Acquire);
+    let restored = match changelog {
+        Some(_) if floor < 0 => match super::changelog::restore_blocking(
+            &s.cfg,
+            &s.engine.state,
+            &s.metrics,
+            partition,
+            stop,
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "State changelog unreadable; replaying the partition's history instead.");
+                None
+            }
+        },
+        _ => None,
+    };
+    let n = replay_blocking(
+        s,
+        topic,
+        partition,
+        until,
+        stop,
+        applied,
+        clock,
+        changelog,
+        restored.as_ref(),
+    )?;
+    Ok((n, restored))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replay_blocking(
+    s: &Shared,
+    topic: &str,
+    partition: i32,
+    until: i64,
+    stop: &CancellationToken,
+    applied: &AtomicI64,
+    clock: Option<&TaskClock>,
+    changelog: Option<&super::changelog::Changelog>,
+    restored: Option<&super::changelog::Restored>,
 ) -> Result<u64, rdkafka::error::KafkaError> {
     let floor = applied.load(Ordering::Acquire);
     if until <= 0 || until <= floor {
@@ -595,6 +654,11 @@ pub(super) fn warm_up_blocking(
         Some(Offset::Offset(o)) => o,
         // No message since then.
         _ => until,
+    };
+    // The changelog holds everything before its last marker.
+    let by_time = match restored.and_then(|r| r.marker) {
+        Some(m) => m,
+        None => by_time,
     };
     let start = by_time.max(floor);
     if start >= until {
@@ -618,17 +682,32 @@ pub(super) fn warm_up_blocking(
                     break;
                 }
                 if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
+                    let key = crate::state::key_of(&tx.account_id);
+                    let held = restored.is_some_and(|r| r.holds(key, m.offset()));
+                    // Under the changelog's lock: a flush sees the account with its offset.
+                    let mut dirty = changelog.map(|c| c.lock());
                     match &s.merchants {
                         // The merchant table applies the merchant side.
                         Some(sync) => {
-                            crate::engine::observe_account_only(&s.engine.state, &tx);
+                            if !held {
+                                crate::engine::observe_account_only(&s.engine.state, &tx);
+                            }
                             if let Some(c) = clock {
                                 sync.warmed(c, m.offset(), tx.ts);
                             }
                         }
                         None => {
-                            crate::engine::observe(&s.engine.state, &tx, &spec);
+                            crate::engine::observe_full(
+                                &s.engine.state,
+                                &tx,
+                                &spec,
+                                crate::engine::Merchants::Apply,
+                                !held,
+                            );
                         }
+                    }
+                    if let Some(d) = dirty.as_mut() {
+                        d.touch(key, m.offset());
                     }
                     n += 1;
                 }

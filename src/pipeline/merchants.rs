@@ -116,6 +116,8 @@ struct Part {
     paused: bool,
     /// Event time of the last transaction applied (`i64::MIN` before any).
     last_ts: i64,
+    /// Offset of the next transaction not applied (where a snapshot stands).
+    next: i64,
     /// Since when the partition has had nothing buffered without being at its end.
     empty_since: Option<Instant>,
 }
@@ -195,6 +197,38 @@ impl MerchantSync {
             c.at_end.store(true, Ordering::Release);
         }
         self.advance();
+    }
+
+    /// A snapshot was restored at start.
+    pub(super) fn snapshot_restored(&self) {
+        self.metrics
+            .snapshots
+            .with_label_values(&["restored"])
+            .inc();
+    }
+
+    /// True when this worker decides `partition` (partition 0's owner writes the snapshots).
+    fn owns(&self, partition: i32) -> bool {
+        lock(&self.clocks).contains_key(&partition)
+    }
+
+    /// The records of snapshot `generation` ([`super::snapshot`]), taken under the merge's lock:
+    /// the merchants and where each partition stands are of the same moment.
+    fn snapshot(&self, generation: u64) -> crate::sink::Records {
+        let parts = lock(&self.parts);
+        let positions = parts
+            .iter()
+            .map(|(&p, part)| {
+                (
+                    p,
+                    super::snapshot::Position {
+                        next: part.next,
+                        last_ts: part.last_ts,
+                    },
+                )
+            })
+            .collect();
+        super::snapshot::records(generation, &positions, &self.engine.state)
     }
 
     /// The clock of an assigned partition.
@@ -302,6 +336,7 @@ impl MerchantSync {
             let Some(part) = parts.get_mut(&p) else { break };
             part.buf.pop_front();
             part.last_ts = part.last_ts.max(e.ts);
+            part.next = e.offset + 1;
             if part.buf.is_empty() && !part.at_end {
                 part.empty_since = Some(now);
             }
@@ -328,9 +363,15 @@ impl MerchantSync {
     }
 }
 
-/// Assigns `consumer` to every partition of `topic` from `state.warmup_secs` ago (by message
-/// timestamp, like the partition warm-ups); returns the partitions.
-fn start(consumer: &BaseConsumer, topic: &str, cfg: &Config) -> Result<Vec<i32>, KafkaError> {
+/// Assigns `consumer` to every partition of `topic` from where the restored snapshot stands,
+/// or (a partition it does not know) from `state.warmup_secs` ago by message timestamp, like
+/// the partition warm-ups; returns the partitions and their start offsets.
+fn start(
+    consumer: &BaseConsumer,
+    topic: &str,
+    cfg: &Config,
+    restored: Option<&super::snapshot::Restored>,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let ids: Vec<i32> = md
         .topics()
@@ -351,31 +392,106 @@ fn start(consumer: &BaseConsumer, topic: &str, cfg: &Config) -> Result<Vec<i32>,
     }
     let found = consumer.offsets_for_times(by_time, Duration::from_secs(10))?;
     let mut start = TopicPartitionList::new();
+    let mut out = Vec::with_capacity(ids.len());
     for &p in &ids {
-        let o = match found.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Offset::Offset(o),
-            _ => Offset::End,
+        let known = restored.and_then(|r| r.positions.get(&p));
+        let o = match (known, found.find_partition(topic, p).map(|e| e.offset())) {
+            (Some(pos), _) => pos.next,
+            (None, Some(Offset::Offset(o))) => o,
+            (None, _) => {
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))?
+                    .1
+            }
         };
-        start.add_partition_offset(topic, p, o)?;
+        start.add_partition_offset(topic, p, Offset::Offset(o))?;
+        out.push((p, o));
     }
     consumer.assign(&start)?;
-    Ok(ids)
+    Ok(out)
+}
+
+/// Writes the merchant table's snapshots from the feed's thread (sends in the background).
+struct SnapshotWriter {
+    every: Duration,
+    last: Instant,
+    /// The last generation written whole.
+    written: Arc<std::sync::atomic::AtomicU64>,
+    busy: Arc<AtomicBool>,
+    sink: crate::sink::Sink,
+    topic: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SnapshotWriter {
+    /// Writes a snapshot when one is due, this worker decides partition 0, and the previous
+    /// one is acknowledged.
+    fn tick(&mut self, sync: &MerchantSync) {
+        if self.last.elapsed() < self.every || self.busy.load(Ordering::Acquire) || !sync.owns(0) {
+            return;
+        }
+        self.last = Instant::now();
+        // After a failure the same generation goes again into the same slot: the other slot
+        // keeps the last complete snapshot.
+        let generation = self.written.load(Ordering::Acquire) + 1;
+        let records = sync.snapshot(generation);
+        let n = records.len();
+        let fut = self.sink.send_records(self.topic.clone(), 0, records);
+        let (written, busy, metrics) = (
+            self.written.clone(),
+            self.busy.clone(),
+            sync.metrics.snapshots.clone(),
+        );
+        busy.store(true, Ordering::Release);
+        let started = Instant::now();
+        self.runtime.spawn(async move {
+            match fut.await {
+                Ok(_) => {
+                    written.store(generation, Ordering::Release);
+                    metrics.with_label_values(&["written"]).inc();
+                    tracing::debug!(generation, records = n, ms = started.elapsed().as_millis() as u64, "Merchant table: snapshot written.");
+                }
+                Err(e) => {
+                    metrics.with_label_values(&["failed"]).inc();
+                    tracing::warn!(generation, error = %e, "Merchant table: snapshot not written (a restart replays more).");
+                }
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// Reads every partition of the transactions topic into the merge's buffers until `token` is
 /// cancelled. Blocking: run it on a thread of its own. Start-up errors (a topic just created
 /// has no leader yet, the broker is down) are retried; once it runs, consume errors are logged
 /// and retried.
+///
+/// With snapshots (`state.merchant_snapshot_secs`), `restored` is the snapshot installed at
+/// start (the feed reads on from where it stands), and `snapshot_sink` the producer that
+/// writes the next ones.
 pub(super) fn feed(
     sync: Arc<MerchantSync>,
     cfg: Arc<Config>,
     token: CancellationToken,
+    restored: Option<super::snapshot::Restored>,
+    snapshot_sink: Option<crate::sink::Sink>,
 ) -> Result<(), KafkaError> {
     let topic = cfg.topics.transactions.clone();
     let consumer: BaseConsumer = crate::kafka_client::merchant_feed_consumer(&cfg).create()?;
+    let mut writer = snapshot_sink.map(|sink| SnapshotWriter {
+        every: Duration::from_secs(cfg.state.merchant_snapshot_secs.max(1)),
+        last: Instant::now(),
+        written: Arc::new(std::sync::atomic::AtomicU64::new(
+            restored.as_ref().map_or(0, |r| r.generation),
+        )),
+        busy: Arc::default(),
+        sink,
+        topic: cfg.merchant_snapshot_topic(),
+        runtime: tokio::runtime::Handle::current(),
+    });
     let mut failures = 0u32;
     let ids = loop {
-        match start(&consumer, &topic, &cfg) {
+        match start(&consumer, &topic, &cfg, restored.as_ref()) {
             Ok(ids) => break ids,
             Err(e) => {
                 failures += 1;
@@ -400,14 +516,19 @@ pub(super) fn feed(
     );
     {
         let mut parts = lock(&sync.parts);
-        for &p in &ids {
+        for &(p, next) in &ids {
+            let last_ts = restored
+                .as_ref()
+                .and_then(|r| r.positions.get(&p))
+                .map_or(i64::MIN, |pos| pos.last_ts);
             parts.insert(
                 p,
                 Part {
                     buf: VecDeque::new(),
                     at_end: false,
                     paused: false,
-                    last_ts: i64::MIN,
+                    last_ts,
+                    next,
                     empty_since: Some(Instant::now()),
                 },
             );
@@ -484,6 +605,21 @@ pub(super) fn feed(
             set_paused(&consumer, &topic, p, false);
         }
         sync.advance();
+        if let Some(w) = writer.as_mut() {
+            w.tick(&sync);
+        }
+    }
+    if let Some(mut w) = writer {
+        // A clean stop leaves a snapshot of where the table stands.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.busy.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w.last = Instant::now() - w.every;
+        w.tick(&sync);
+        while w.busy.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     Ok(())
 }

@@ -3,16 +3,19 @@
 //!
 //! - `partition`: the task of one partition, and the one place an offset is stored;
 //! - `assignment`: the partitions owned, their tasks, and the state warm-up;
+//! - `changelog`: the accounts changed, written to the state changelog and restored from it;
 //! - `labels`: the labels topic applied to state;
 //! - `merchants`: the merchant windows fed from every partition (`state.merchant_scope`);
 //! - `reload`: the model file watch and SIGHUP;
 //! - `txn`: exactly-once delivery, the commit cycle of the Kafka transactions.
 
 mod assignment;
+mod changelog;
 mod labels;
 mod merchants;
 mod partition;
 mod reload;
+mod snapshot;
 mod txn;
 
 pub use partition::{MAX_IN_FLIGHT, PARTITION_QUEUE};
@@ -84,6 +87,8 @@ pub(super) struct Shared {
     pub(super) merchants: Option<Arc<merchants::MerchantSync>>,
     /// Exactly-once: the gate of the commit cycle; `None` in at-least-once mode.
     pub(super) txn: Option<Arc<txn::Gate>>,
+    /// The state changelog (`state.changelog`), per partition.
+    pub(super) changelogs: Option<Arc<changelog::Changelogs>>,
     /// Counts the rewinds (exactly-once aborts): the labels task applies the labels again.
     pub(super) resets: tokio::sync::watch::Sender<u64>,
 }
@@ -142,11 +147,38 @@ pub async fn run(
         ))),
         crate::config::MerchantScope::Partition => None,
     };
+    // The merchant table from its last snapshot, before anything decides or applies labels.
+    let snapshot = match &merchant_sync {
+        Some(sync) if cfg.merchant_snapshots() => {
+            let (c, e, t) = (cfg.clone(), engine.clone(), token.clone());
+            match tokio::task::spawn_blocking(move || snapshot::restore_blocking(&c, &e.state, &t))
+                .await
+            {
+                Ok(Ok(r)) => {
+                    if r.is_some() {
+                        sync.snapshot_restored();
+                    }
+                    r
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Merchant table: snapshot unreadable; replaying the topic instead.");
+                    None
+                }
+                Err(e) => return Err(PipelineError::Join(e.to_string())),
+            }
+        }
+        _ => None,
+    };
+    let snapshot_sink = if merchant_sync.is_some() && cfg.merchant_snapshots() {
+        Some(Sink::non_transactional(&cfg)?)
+    } else {
+        None
+    };
     let feed = merchant_sync.clone().map(|sync| {
         let (cfg, token) = (cfg.clone(), token.clone());
         let health = health.clone();
         tokio::task::spawn_blocking(move || {
-            let r = merchants::feed(sync, cfg, token.clone());
+            let r = merchants::feed(sync, cfg, token.clone(), snapshot, snapshot_sink);
             if let Err(e) = &r {
                 tracing::error!(error = %e, "Merchant table stopped.");
                 health.set_problem(
@@ -203,9 +235,13 @@ pub async fn run(
     ));
 
     let gate = exactly_once.then(|| Arc::new(txn::Gate::default()));
+    let changelogs = cfg
+        .state
+        .changelog
+        .then(|| Arc::new(changelog::Changelogs::default()));
     let shared = Arc::new(Shared {
         token: token.clone(),
-        engine,
+        engine: engine.clone(),
         sink: sink.clone(),
         consumer: consumer.clone(),
         metrics: metrics.clone(),
@@ -213,6 +249,7 @@ pub async fn run(
         cfg: cfg.clone(),
         merchants: merchant_sync,
         txn: gate.clone(),
+        changelogs: changelogs.clone(),
         resets,
     });
     let committer = gate.map(|gate| {
@@ -226,6 +263,9 @@ pub async fn run(
             interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
             timeout: txn_timeout,
             committed: Default::default(),
+            changelogs,
+            engine,
+            sink: sink.clone(),
         };
         let t = token.clone();
         tokio::spawn(async move {

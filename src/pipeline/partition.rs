@@ -90,6 +90,11 @@ pub(super) struct PartitionTask {
     pub(super) applied: Arc<AtomicI64>,
     /// Where this task stands, for the merchant table (global merchant scope).
     pub(super) clock: Option<Arc<TaskClock>>,
+    /// The partition's side of the state changelog (`state.changelog`).
+    pub(super) changelog: Option<Arc<super::changelog::Changelog>>,
+    /// What the warm-up restored from the changelog (the accounts that already hold events
+    /// this task may decide again, at-least-once).
+    pub(super) restored: Option<std::sync::OnceLock<super::changelog::Restored>>,
 }
 
 impl PartitionTask {
@@ -106,6 +111,12 @@ impl PartitionTask {
             .partition_warmed(&self.topic, self.partition, self.handle.epoch);
         let mut first = warm;
         let mut inflight: FuturesOrdered<SettleFuture> = FuturesOrdered::new();
+        // At-least-once, the task writes its changed accounts itself (exactly-once: the commit
+        // cycle does, inside the transaction).
+        let flush_here = self.changelog.is_some() && s.txn.is_none();
+        let mut flush_tick =
+            tokio::time::interval(Duration::from_millis(s.cfg.state.changelog_flush_ms.max(1)));
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let received = s.metrics.received_counter(&self.topic, self.partition);
         let (alerts, passes) = s.metrics.decision_counters();
         // Exactly-once: the right to send into the open transaction, held while sends are in
@@ -123,6 +134,7 @@ impl PartitionTask {
                         entered = None;
                     }
                 }
+                _ = flush_tick.tick(), if flush_here => self.flush_changelog(),
                 msg = rx.recv(), if inflight.len() < MAX_IN_FLIGHT && !commit_waits => match msg {
                     Some(q) => {
                         if first {
@@ -173,6 +185,21 @@ impl PartitionTask {
             self.settle(done)?;
         }
         drop(entered);
+        if flush_here {
+            if let Some(f) = self
+                .changelog
+                .as_ref()
+                .and_then(|c| c.flush(&s.engine.state, &s.sink))
+            {
+                match f.await {
+                    Ok(n) => s.metrics.changelog_written(n),
+                    Err(e) => {
+                        s.metrics.error(metrics::STAGE_SENDING, "kafka_produce");
+                        tracing::warn!(partition = self.partition, error = %e, "State changelog not written at the end of the assignment (its next owner replays more).");
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -223,6 +250,7 @@ impl PartitionTask {
         let stop = self.handle.stop.clone();
         let applied = self.applied.clone();
         let clock = self.clock.clone();
+        let changelog = self.changelog.clone();
         let started = Instant::now();
         let r = tokio::task::spawn_blocking(move || {
             super::assignment::warm_up_blocking(
@@ -233,11 +261,15 @@ impl PartitionTask {
                 &stop,
                 &applied,
                 clock.as_deref(),
+                changelog.as_deref(),
             )
         })
         .await;
         match r {
-            Ok(Ok(n)) => {
+            Ok(Ok((n, restored))) => {
+                if let (Some(r), Some(cell)) = (restored, &self.restored) {
+                    let _ = cell.set(r);
+                }
                 self.shared
                     .metrics
                     .warmed_up(n, started.elapsed().as_secs_f64());
@@ -279,6 +311,9 @@ impl PartitionTask {
                 if let (Some(sync), Some(c)) = (&s.merchants, &self.clock) {
                     sync.decided(c, offset);
                 }
+                if let Some(c) = &self.changelog {
+                    c.lock().advance(offset);
+                }
                 s.metrics.discarded(e.reason());
                 tracing::warn!(topic = %self.topic, partition = self.partition, offset, reason = e.reason(), error = %e, "Message sent to the dead-letter topic.");
                 return self.dead_letter(&m, e.reason(), e.to_string(), started, permit);
@@ -294,7 +329,18 @@ impl PartitionTask {
         };
         let t0 = Instant::now();
         let model = s.engine.current();
-        let d = s.engine.process_merchants(&model, &tx, merchants);
+        let account = crate::state::key_of(&tx.account_id);
+        // At-least-once after a restore: an event decided again whose account the changelog
+        // already holds is not applied twice.
+        let held = self
+            .restored
+            .as_ref()
+            .and_then(|c| c.get())
+            .is_some_and(|r| r.holds(account, offset));
+        let d = s.engine.process_full(&model, &tx, merchants, !held);
+        if let Some(c) = &self.changelog {
+            c.lock().touch(account, offset);
+        }
         if let (Some(sync), Some(c)) = (&s.merchants, &self.clock) {
             sync.decided(c, offset);
         }
@@ -342,6 +388,28 @@ impl PartitionTask {
                 tracing::error!(offset, error = %e, "Cannot serialise an alert.");
                 self.dead_letter(&m, "serialize", e.to_string(), started, permit)
             }
+        }
+    }
+
+    /// Writes the accounts changed since the last flush (at-least-once), in the background.
+    fn flush_changelog(&self) {
+        let s = &self.shared;
+        if let Some(f) = self
+            .changelog
+            .as_ref()
+            .and_then(|c| c.flush(&s.engine.state, &s.sink))
+        {
+            let metrics = s.metrics.clone();
+            let partition = self.partition;
+            tokio::spawn(async move {
+                match f.await {
+                    Ok(n) => metrics.changelog_written(n),
+                    Err(e) => {
+                        metrics.error(metrics::STAGE_SENDING, "kafka_produce");
+                        tracing::warn!(partition, error = %e, "State changelog flush failed (a restore replays more).");
+                    }
+                }
+            });
         }
     }
 

@@ -148,6 +148,12 @@ pub(super) struct Committer {
     pub(super) timeout: Duration,
     /// The offsets committed last, per partition (a partition unchanged is not sent again).
     pub(super) committed: HashMap<Key, i64>,
+    /// The state changelog, flushed into each transaction before its offsets.
+    pub(super) changelogs: Option<Arc<super::changelog::Changelogs>>,
+    /// Whose state the changelog holds.
+    pub(super) engine: Arc<crate::engine::Engine>,
+    /// The transactional producer's sink (the changelog's records).
+    pub(super) sink: crate::sink::Sink,
 }
 
 impl Committer {
@@ -221,6 +227,8 @@ impl Committer {
                 .to_string()
         } else if offsets.is_empty() {
             return Ok(true);
+        } else if let Some(Err(e)) = self.flush_changelog().await {
+            format!("the state changelog could not be written: {e}")
         } else {
             match self.commit(&offsets).await {
                 Ok(()) => {
@@ -243,6 +251,16 @@ impl Committer {
             let _ = self.rebalancer.events.send(Event::Rewind(guard));
         }
         Ok(false)
+    }
+
+    /// Writes every partition's changed accounts into the open transaction (gate closed: no
+    /// decision is in flight, so each partition's state is the state at its offsets).
+    async fn flush_changelog(&self) -> Option<Result<usize, crate::sink::SinkError>> {
+        let c = self.changelogs.as_ref()?;
+        Some(
+            c.flush_all(&self.engine.state, &self.sink, &self.metrics)
+                .await,
+        )
     }
 
     async fn commit(&self, offsets: &HashMap<Key, i64>) -> Result<(), Failure> {

@@ -48,6 +48,27 @@ fn slot(day: i64) -> usize {
 }
 
 impl Feedback {
+    /// Appends the daily transaction counts (not the frauds: labels are applied again from the
+    /// labels topic after a restore) to `out`: head (i64), then the counts (u32), little-endian.
+    pub fn encode_txs(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head.to_le_bytes());
+        for t in &self.txs {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+    }
+
+    /// Reads what [`Feedback::encode_txs`] wrote (no frauds) from the front of `b`.
+    pub fn decode_txs(b: &mut &[u8]) -> Option<Feedback> {
+        let mut f = Feedback {
+            head: super::codec::take_i64(b)?,
+            ..Feedback::default()
+        };
+        for t in f.txs.iter_mut() {
+            *t = super::codec::take_u32(b)?;
+        }
+        Some(f)
+    }
+
     /// Moves the head to `day` if newer, clearing the days it passes; false if `day` is too old.
     fn advance_to(&mut self, day: i64) -> bool {
         if self.head == i64::MIN {

@@ -28,6 +28,7 @@
 //! shard: the entries idle for `state.idle_ttl_secs` of event time, or if none, the shard's least
 //! recently active eighth (by newest event time).
 
+pub mod codec;
 pub mod feedback;
 pub mod lookup;
 pub mod window;
@@ -382,6 +383,35 @@ impl<T: Entity> Table<T> {
         f(&mut sh.slab[i].1)
     }
 
+    /// Runs `f` on the entry of `key` if it is held (nothing is created).
+    fn get<R>(&self, key: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let g = lock(&self.shards[(key >> 58) as usize % SHARDS]);
+        g.index.get(&key).map(|&i| f(&g.slab[i as usize].1))
+    }
+
+    /// Runs `f` on every entry, shard by shard (each shard locked while it is walked).
+    fn for_each(&self, mut f: impl FnMut(u64, &T)) {
+        for sh in self.shards.iter() {
+            let sh = lock(sh);
+            for (k, e) in &sh.slab {
+                f(*k, e);
+            }
+        }
+    }
+
+    /// Removes the entry of `key` if held.
+    fn remove(&self, key: u64) {
+        let mut g = lock(&self.shards[(key >> 58) as usize % SHARDS]);
+        let sh = &mut *g;
+        if let Some(i) = sh.index.remove(&key) {
+            sh.slab.swap_remove(i as usize);
+            if let Some((moved, _)) = sh.slab.get(i as usize) {
+                sh.index.insert(*moved, i);
+            }
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Removes every entry (exactly-once rewind).
     fn clear(&self) {
         for sh in self.shards.iter() {
@@ -453,6 +483,44 @@ impl State {
     #[inline]
     pub fn with_merchant<R>(&self, key: u64, f: impl FnOnce(&mut MerchantState) -> R) -> R {
         self.merchants.with(key, self.idle_before_ms(), f)
+    }
+
+    /// Runs `f` on the account's state if it is held (nothing is created).
+    pub fn account_if<R>(&self, key: u64, f: impl FnOnce(&AccountState) -> R) -> Option<R> {
+        self.accounts.get(key, f)
+    }
+
+    /// Puts a restored account in place of what is held, keeping the confirmed frauds already
+    /// counted on it (labels are applied from the labels topic, not restored).
+    pub fn install_account(&self, key: u64, restored: &AccountState) {
+        let newest = restored.w.max_ts_ms;
+        self.with_account(key, |a| {
+            let frauds = a.frauds_visible;
+            *a = restored.clone();
+            a.frauds_visible = frauds;
+        });
+        if newest != i64::MIN {
+            self.applied(newest);
+        }
+    }
+
+    /// Runs `f` on every merchant held (the merchant table's snapshot).
+    pub fn for_each_merchant(&self, f: impl FnMut(u64, &MerchantState)) {
+        self.merchants.for_each(f);
+    }
+
+    /// Puts a merchant restored from the merchant table's snapshot in place of what is held.
+    pub fn install_merchant(&self, key: u64, restored: MerchantState) {
+        let newest = restored.w.max_ts_ms;
+        self.with_merchant(key, |m| *m = restored);
+        if newest != i64::MIN {
+            self.applied(newest);
+        }
+    }
+
+    /// Forgets an account (a changelog tombstone: it had left the memory of its last owner).
+    pub fn remove_account(&self, key: u64) {
+        self.accounts.remove(key);
     }
 
     /// A copy of the account's state (created empty if absent), for tests and tools.

@@ -146,6 +146,37 @@ impl<C: Count, const N: usize, const RES: i64, const SQ: usize> Ring<C, N, RES, 
         }
     }
 
+    /// Appends the ring to `out` (the changelog's format, [`crate::state::codec`]): `head`, then
+    /// the counts as u32, the sums, the maxima and the sums of squares, little-endian.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head.to_le_bytes());
+        for c in &self.count {
+            out.extend_from_slice(&c.get().to_le_bytes());
+        }
+        for v in self.sum.iter().chain(&self.max).chain(&self.sumsq) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Reads a ring [`Ring::encode`] wrote from the front of `b`, advancing it; `None` when `b`
+    /// is too short.
+    pub fn decode(b: &mut &[u8]) -> Option<Self> {
+        let mut r = Self::new();
+        r.head = super::codec::take_i64(b)?;
+        for c in r.count.iter_mut() {
+            c.add(super::codec::take_u32(b)?);
+        }
+        for v in r
+            .sum
+            .iter_mut()
+            .chain(r.max.iter_mut())
+            .chain(r.sumsq.iter_mut())
+        {
+            *v = f32::from_bits(super::codec::take_u32(b)?);
+        }
+        Some(r)
+    }
+
     /// True when an event at `ts_s` would be held (its bucket has not left the ring).
     #[inline]
     pub fn holds(&self, ts_s: i64) -> bool {

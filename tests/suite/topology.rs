@@ -186,16 +186,19 @@ async fn a_restarted_worker_rebuilds_its_state_and_decides_like_score() {
     w.owns_partitions(Duration::from_secs(60)).await;
     let ready_after = started.elapsed();
     let warmed = w.metric("fraud_state_warmup_events_total").await;
+    let restored = w
+        .metric("fraud_changelog_records_total{op=\"restored\"}")
+        .await;
     wait_committed(&cfg, lines.len() as i64, Duration::from_secs(240)).await;
     let second = w.metric("fraud_decisions_total{decision=\"alert\"}").await;
     w.stop().await;
     eprintln!(
-        "restart: ready in {:.2} s after warming up {warmed} transactions",
+        "restart: ready in {:.2} s after restoring {restored} changelog records and warming up {warmed} transactions",
         ready_after.as_secs_f64()
     );
     assert!(
-        warmed as usize >= half,
-        "the restart replays the first half into state: {warmed} of {half}"
+        restored > 0.0 || warmed as usize >= half,
+        "the restart rebuilds the first half's state, from the changelog ({restored} records) or by replay ({warmed} of {half})"
     );
     assert!(
         ready_after < Duration::from_secs(10),
@@ -224,17 +227,21 @@ async fn a_restarted_worker_rebuilds_its_state_and_decides_like_score() {
     assert_within_one_percent("restart half-way", &expected, &set);
 }
 
-/// The state a restarted worker rebuilds is the state a fault-free run had: with every event
-/// alerting (threshold 0), each transaction's score from the worker, before the restart and
-/// after it, equals `score`'s over the whole file (the score is a function of the features, so
-/// one feature off changes it; `score` writes six decimals). A clean stop half-way; `kafka.delivery` from the environment's
-/// default (at-least-once), so no transaction is decided twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_worker_scores_every_transaction_like_a_fault_free_run() {
-    let dir = generated("restart-scores", 600, 30);
+/// Decides the first half of a generated stream, stops the worker (a clean stop), optionally
+/// deletes that half from the topic (as retention would), produces the second half and starts
+/// the worker again until the end. Every event alerts (threshold 0); returns the transactions
+/// whose worker score differs from `score`'s over the whole file (`score` writes six decimals),
+/// the transactions decided, and the changelog records the restart restored.
+async fn restart_scores(
+    name: &str,
+    changelog: bool,
+    delete_first_half: bool,
+) -> (Vec<String>, usize, f64) {
+    let dir = generated(name, 600, 30);
     let tx_path = dir.join("transactions.jsonl");
-    let mut cfg = test_config("restart-scores", PARTITIONS);
+    let mut cfg = test_config(name, PARTITIONS);
     cfg.model.threshold = Some(0.0);
+    cfg.state.changelog = changelog;
     let expected = score_all(&cfg, &tx_path);
     create_topics(&cfg).await;
     let lines = file_lines(&tx_path);
@@ -243,9 +250,15 @@ async fn a_restarted_worker_scores_every_transaction_like_a_fault_free_run() {
     let w = Worker::start(&cfg);
     wait_committed(&cfg, half as i64, Duration::from_secs(240)).await;
     w.stop().await;
+    if delete_first_half {
+        delete_all_records(&cfg.topics.transactions, PARTITIONS).await;
+    }
     produce_lines(&cfg.topics.transactions, &lines[half..]).await;
     let w = Worker::start(&cfg);
     wait_committed(&cfg, lines.len() as i64, Duration::from_secs(240)).await;
+    let restored = w
+        .metric("fraud_changelog_records_total{op=\"restored\"}")
+        .await;
     w.stop().await;
 
     let topic = cfg.topics.alerts.clone();
@@ -264,26 +277,84 @@ async fn a_restarted_worker_scores_every_transaction_like_a_fault_free_run() {
             "{id} decided twice by a clean restart"
         );
     }
-    let mut differ: Vec<(String, f32, f32)> = expected
+    let mut differ: Vec<String> = expected
         .iter()
-        .filter_map(|(id, want)| {
-            let got = scores.get(id).copied().unwrap_or(f32::NAN);
-            // `score` writes six decimals.
-            ((got - *want).abs() > 1e-6 || got.is_nan()).then(|| (id.clone(), *want, got))
+        .filter(|(id, want)| {
+            let got = scores.get(*id).copied().unwrap_or(f32::NAN);
+            (got - **want).abs() > 1e-6 || got.is_nan()
         })
+        .map(|(id, want)| format!("{id}: score {want}, worker {:?}", scores.get(id)))
         .collect();
-    differ.sort_by(|a, b| a.0.cmp(&b.0));
+    differ.sort();
     eprintln!(
-        "restart scores: {} transactions, {} decided by the worker, {} differ from score's",
+        "{name}: {} transactions, {} decided by the worker, {} scores differ from score's, {restored} changelog records restored",
         expected.len(),
         scores.len(),
         differ.len()
     );
+    (differ, expected.len(), restored)
+}
+
+/// Deletes every record of the topic's partitions (`kafka-delete-records`, what retention does
+/// to old segments).
+async fn delete_all_records(topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::End)
+            .expect("tpl");
+    }
+    let done = admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    for e in done.elements() {
+        assert!(e.error().is_ok(), "delete records: {:?}", e.error());
+    }
+}
+
+/// The state a restarted worker rebuilds is the state a fault-free run had: with every event
+/// alerting, each transaction's score from the worker, before the restart and after it, equals
+/// `score`'s over the whole file (the score is a function of the features, so one feature off
+/// changes it). A clean stop half-way, at-least-once (the default), so no transaction is
+/// decided twice; the accounts come back from the state changelog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_scores_every_transaction_like_a_fault_free_run() {
+    let (differ, n, restored) = restart_scores("restart-scores", true, false).await;
+    assert!(restored > 0.0, "the restart restored from the changelog");
     assert!(
         differ.is_empty(),
-        "{} of {} scores differ from the fault-free run's (tx, score's, worker's): {:?}",
+        "{} of {n} scores differ from the fault-free run's: {:?}",
         differ.len(),
-        expected.len(),
         &differ[..differ.len().min(10)]
+    );
+}
+
+/// Retention no longer bounds what a restart remembers: the first half of the stream is
+/// deleted from the topic before the restart, and every score still equals the fault-free
+/// run's: the accounts come from the changelog, the merchants from the merchant table's
+/// snapshot (written at the clean stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_remembers_accounts_whose_history_retention_deleted() {
+    let (differ, n, restored) = restart_scores("restart-retention", true, true).await;
+    assert!(restored > 0.0, "the restart restored from the changelog");
+    assert!(
+        differ.is_empty(),
+        "{} of {n} scores differ from the fault-free run's once retention deleted the first half: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(10)]
+    );
+    // The same run without the changelog and snapshots (replay only) forgets the first half:
+    // what makes the assertion above mean something.
+    let (differ_replay, _, _) = restart_scores("restart-retention-replay", false, true).await;
+    assert!(
+        differ_replay.len() > n / 10,
+        "replay only, after retention deleted the first half: {} of {n} differ",
+        differ_replay.len()
     );
 }
