@@ -730,6 +730,68 @@ fn replay_blocking(
     Ok(n)
 }
 
+/// Fills the label lookup (transaction → merchant and time, for labels without `merchant_id`
+/// and `ts`) with `topic`/`partition`'s transactions from `state.warmup_secs` ago up to
+/// `until`, applying nothing else: after a changelog restore the accounts come from the
+/// changelog, but the lookup is not in it. Returns the transactions remembered. Blocking.
+pub(super) fn lookup_backfill_blocking(
+    s: &Shared,
+    topic: &str,
+    partition: i32,
+    until: i64,
+    stop: &CancellationToken,
+) -> Result<u64, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer = crate::kafka_client::warmup_consumer(&s.cfg).create()?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let since_ms = now_ms - s.cfg.state.warmup_secs.saturating_mul(1000) as i64;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(since_ms))?;
+    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+    let start = match found.find_partition(topic, partition).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => o,
+        _ => return Ok(0),
+    };
+    if start >= until {
+        return Ok(0);
+    }
+    let mut from = TopicPartitionList::new();
+    from.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&from)?;
+    let mut n = 0u64;
+    let mut idle = 0;
+    while !(stop.is_cancelled() || s.token.is_cancelled()) {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                if m.offset() >= until {
+                    break;
+                }
+                if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
+                    if !s.engine.state.too_far_ahead(tx.ts) {
+                        s.engine.state.remember_tx(
+                            crate::state::key_of(&tx.tx_id).max(1),
+                            crate::state::key_of(&tx.merchant_id),
+                            tx.ts.div_euclid(1000),
+                        );
+                        n += 1;
+                    }
+                }
+                if m.offset() + 1 >= until {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                idle += 1;
+                if idle >= 20 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,13 +42,17 @@ pub(super) async fn labels_task(
     metrics: Metrics,
     health: Health,
     token: CancellationToken,
+    backfills: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     // Without a group (broker down at start) the labels still go in after a session timeout.
     let started = Instant::now();
     let fallback = Duration::from_millis(cfg.kafka.session_timeout_ms);
     'applying: loop {
         resets.borrow_and_update();
-        while !(health.warm() || (!health.joined() && started.elapsed() > fallback)) {
+        // Warm, and the label lookup filled again after a changelog restore (a label without
+        // merchant_id/ts finds its transaction's merchant there).
+        let idle = || backfills.load(std::sync::atomic::Ordering::Acquire) == 0;
+        while !((health.warm() && idle()) || (!health.joined() && started.elapsed() > fallback)) {
             tokio::select! {
                 biased;
                 _ = token.cancelled() => return,

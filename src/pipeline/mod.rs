@@ -89,6 +89,9 @@ pub(super) struct Shared {
     pub(super) txn: Option<Arc<txn::Gate>>,
     /// The state changelog (`state.changelog`), per partition.
     pub(super) changelogs: Option<Arc<changelog::Changelogs>>,
+    /// Label-lookup back-fills running ([`assignment::lookup_backfill_blocking`]); the labels
+    /// task waits for none.
+    pub(super) backfills: Arc<std::sync::atomic::AtomicUsize>,
     /// Counts the rewinds (exactly-once aborts): the labels task applies the labels again.
     pub(super) resets: tokio::sync::watch::Sender<u64>,
 }
@@ -216,6 +219,7 @@ pub async fn run(
     } else {
         sink.clone()
     };
+    let backfills = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let labels = tokio::spawn(labels::labels_task(
         cfg.clone(),
         engine.clone(),
@@ -224,6 +228,7 @@ pub async fn run(
         metrics.clone(),
         health.clone(),
         token.clone(),
+        backfills.clone(),
     ));
     let gauge = tokio::spawn(state_gauge(engine.clone(), metrics.clone(), token.clone()));
     let watcher = tokio::spawn(reload::model_watcher(
@@ -250,6 +255,7 @@ pub async fn run(
         merchants: merchant_sync,
         txn: gate.clone(),
         changelogs: changelogs.clone(),
+        backfills,
         resets,
     });
     let committer = gate.map(|gate| {

@@ -267,6 +267,12 @@ impl PartitionTask {
         .await;
         match r {
             Ok(Ok((n, restored))) => {
+                if let (Some(m), true) = (
+                    restored.as_ref().and_then(|r| r.marker),
+                    self.shared.cfg.state.label_lookup_entries > 0,
+                ) {
+                    self.backfill_lookup(m);
+                }
                 if let (Some(r), Some(cell)) = (restored, &self.restored) {
                     let _ = cell.set(r);
                 }
@@ -389,6 +395,33 @@ impl PartitionTask {
                 self.dead_letter(&m, "serialize", e.to_string(), started, permit)
             }
         }
+    }
+
+    /// Fills the label lookup with the partition's transactions before `until` (what the
+    /// changelog restore did not replay), in the background; the labels task waits for it.
+    fn backfill_lookup(&self, until: i64) {
+        let s = self.shared.clone();
+        let topic = self.topic.clone();
+        let partition = self.partition;
+        let stop = self.handle.stop.clone();
+        s.backfills.fetch_add(1, Ordering::AcqRel);
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let r =
+                super::assignment::lookup_backfill_blocking(&s, &topic, partition, until, &stop);
+            s.backfills.fetch_sub(1, Ordering::AcqRel);
+            match r {
+                Ok(n) => tracing::info!(
+                    partition,
+                    transactions = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "Label lookup filled from the partition's history."
+                ),
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "Label lookup not filled (labels without merchant_id count on their account only).")
+                }
+            }
+        });
     }
 
     /// Writes the accounts changed since the last flush (at-least-once), in the background.

@@ -62,6 +62,9 @@ pub struct Worker {
     pub token: CancellationToken,
     pub handle: JoinHandle<Result<(), fraudstream::pipeline::PipelineError>>,
     pub metrics_url: String,
+    /// Stops the worker when the test drops it (a failed assertion): its blocking threads
+    /// would otherwise keep the test's runtime, and the test, from ending.
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 impl Worker {
@@ -74,6 +77,7 @@ impl Worker {
             prometheus::Registry::new(),
         ));
         Worker {
+            _stop_on_drop: token.clone().drop_guard(),
             token,
             handle,
             metrics_url,

@@ -223,11 +223,19 @@ async fn restart_resumes_from_committed_offsets_without_loss() {
             "lost event {i}"
         );
     }
-    // Only the second batch was decided by the second worker; the first batch was replayed into
-    // its state (warm-up), with no decision and no alert.
+    // Only the second batch was decided by the second worker; the first batch came back into
+    // its state from the state changelog (one record per account and a marker per partition,
+    // the marker at the committed offset: nothing left to replay), with no decision and no
+    // alert.
     assert_eq!(w.metric("fraud_messages_received_total").await, 150.0);
     assert_eq!(w.metric("fraud_decisions_total").await, 150.0);
-    assert_eq!(w.metric("fraud_state_warmup_events_total").await, 150.0);
+    assert_eq!(w.metric("fraud_state_warmup_events_total").await, 0.0);
+    assert!(
+        w.metric("fraud_changelog_records_total{op=\"restored\"}")
+            .await
+            >= 37.0 + 2.0,
+        "the 37 accounts and a marker per partition restored from the changelog"
+    );
     assert_eq!(all.len(), 300, "warm-up writes no alert");
     w.stop().await;
     let c = committed(&cfg.kafka.group_id, &cfg.topics.transactions, 2);
@@ -383,7 +391,9 @@ async fn model_hot_swap_drops_nothing_and_scores_nothing_twice() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Swap once model A has decided some (a condition, not a fixed sleep: on a loaded machine
+    // 300 ms were not always enough for the first decision).
+    wait_metric(&w, "fraud_decisions_total", 20.0).await;
     model_with_version(&default, &path, "test-B");
     producer.await.expect("producer");
     wait_metric(&w, "fraud_build_info{model_version=\"test-B\"", 1.0).await;
