@@ -207,14 +207,20 @@ impl MerchantSync {
             .inc();
     }
 
+    /// A snapshot was written (`ok`) or failed to.
+    pub(super) fn snapshot_written(&self, ok: bool) {
+        let op = if ok { "written" } else { "failed" };
+        self.metrics.snapshots.with_label_values(&[op]).inc();
+    }
+
     /// True when this worker decides `partition` (partition 0's owner writes the snapshots).
-    fn owns(&self, partition: i32) -> bool {
+    pub(super) fn owns(&self, partition: i32) -> bool {
         lock(&self.clocks).contains_key(&partition)
     }
 
     /// The records of snapshot `generation` ([`super::snapshot`]), taken under the merge's lock:
     /// the merchants and where each partition stands are of the same moment.
-    fn snapshot(&self, generation: u64) -> crate::sink::Records {
+    pub(super) fn snapshot(&self, generation: u64) -> crate::sink::Records {
         let parts = lock(&self.parts);
         let positions = parts
             .iter()

@@ -172,7 +172,9 @@ pub async fn run(
         }
         _ => None,
     };
-    let snapshot_sink = if merchant_sync.is_some() && cfg.merchant_snapshots() {
+    let restored_generation = snapshot.as_ref().map_or(0, |r| r.generation);
+    // Exactly-once, the commit cycle writes the snapshots, inside its transactions.
+    let snapshot_sink = if merchant_sync.is_some() && cfg.merchant_snapshots() && !exactly_once {
         Some(Sink::non_transactional(&cfg)?)
     } else {
         None
@@ -272,6 +274,17 @@ pub async fn run(
             changelogs,
             engine,
             sink: sink.clone(),
+            snapshots: match (&shared.merchants, cfg.merchant_snapshots()) {
+                (Some(sync), true) => Some(txn::TxnSnapshots {
+                    sync: sync.clone(),
+                    topic: cfg.merchant_snapshot_topic(),
+                    every: Duration::from_secs(cfg.state.merchant_snapshot_secs.max(1)),
+                    last: std::time::Instant::now(),
+                    written: restored_generation,
+                    pending: false,
+                }),
+                _ => None,
+            },
         };
         let t = token.clone();
         tokio::spawn(async move {

@@ -13,6 +13,11 @@
 //! | `M`, slot (u8), merchant key (u64, big-endian) | version `1` (u8), generation (u64), the merchant ([`crate::state::codec::encode_merchant`], no frauds) |
 //! | `S`, slot (u8) | version `1`, generation (u64), merchants (u64), partitions (u32), then per partition: id (i32), next offset (i64), last event time (i64) |
 //!
+//! At-least-once, the feed's thread writes them (in the background). Exactly-once, the commit
+//! cycle writes them into its transaction with the gate closed: the table then holds the
+//! merchant side of exactly the decisions that transaction commits (a snapshot of an aborted
+//! transaction is never read, restores read with `read_committed`).
+//!
 //! A restore takes the slot whose marker is newest and whose merchants of that generation are
 //! all there (a writer that died half-way left the other slot complete). Labels are not in it:
 //! the labels topic is applied again after a restore, as for the accounts.

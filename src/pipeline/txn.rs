@@ -135,6 +135,18 @@ pub(super) async fn init(
     .map_err(|e| PipelineError::Transaction(format!("cannot start transactions: {e}")))
 }
 
+/// When and what the commit cycle snapshots of the merchant table.
+pub(super) struct TxnSnapshots {
+    pub(super) sync: Arc<super::merchants::MerchantSync>,
+    pub(super) topic: String,
+    pub(super) every: Duration,
+    pub(super) last: Instant,
+    /// The last generation committed.
+    pub(super) written: u64,
+    /// The open transaction holds snapshot `written + 1`.
+    pub(super) pending: bool,
+}
+
 /// The commit cycle.
 pub(super) struct Committer {
     pub(super) gate: Arc<Gate>,
@@ -154,6 +166,9 @@ pub(super) struct Committer {
     pub(super) engine: Arc<crate::engine::Engine>,
     /// The transactional producer's sink (the changelog's records).
     pub(super) sink: crate::sink::Sink,
+    /// The merchant table's snapshots, written inside a transaction (exactly-once), so that a
+    /// snapshot never holds the merchant side of a decision whose transaction aborts.
+    pub(super) snapshots: Option<TxnSnapshots>,
 }
 
 impl Committer {
@@ -229,10 +244,17 @@ impl Committer {
             return Ok(true);
         } else if let Some(Err(e)) = self.flush_changelog().await {
             format!("the state changelog could not be written: {e}")
+        } else if let Err(e) = self.snapshot_merchants(!rewind).await {
+            format!("the merchant table's snapshot could not be written: {e}")
         } else {
             match self.commit(&offsets).await {
                 Ok(()) => {
                     self.metrics.transaction(metrics::TXN_COMMITTED);
+                    if let Some(s) = self.snapshots.as_mut().filter(|s| s.pending) {
+                        s.pending = false;
+                        s.written += 1;
+                        s.sync.snapshot_written(true);
+                    }
                     self.committed.extend(offsets);
                     self.begin().await?;
                     return Ok(true);
@@ -251,6 +273,27 @@ impl Committer {
             let _ = self.rebalancer.events.send(Event::Rewind(guard));
         }
         Ok(false)
+    }
+
+    /// Writes the merchant table's snapshot into the open transaction when one is due (or
+    /// `force`, the last transaction) and this worker decides partition 0. Gate closed: the
+    /// table holds the merchant side of exactly the decisions this transaction commits.
+    async fn snapshot_merchants(&mut self, force: bool) -> Result<(), crate::sink::SinkError> {
+        let Some(s) = self.snapshots.as_mut() else {
+            return Ok(());
+        };
+        s.pending = false;
+        if !(force || s.last.elapsed() >= s.every) || !s.sync.owns(0) {
+            return Ok(());
+        }
+        s.last = Instant::now();
+        let records = s.sync.snapshot(s.written + 1);
+        let r = self.sink.send_records(s.topic.clone(), 0, records).await;
+        match &r {
+            Ok(_) => s.pending = true,
+            Err(_) => s.sync.snapshot_written(false),
+        }
+        r.map(|_| ())
     }
 
     /// Writes every partition's changed accounts into the open transaction (gate closed: no

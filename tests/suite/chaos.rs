@@ -138,6 +138,49 @@ fn count_alerts(cfg: &Config, expected: &HashSet<String>) -> Count {
     Count::of(&tx_ids(&alerts), expected, dl.len())
 }
 
+/// The alerts (every event alerts) whose score differs from a fault-free `score` over the
+/// same `events` (`score` writes six decimals): the state the restarts rebuilt, compared
+/// event by event. Printed, not asserted: the live merge of the merchant windows may decide an
+/// event before a slower partition's earlier events (past its 200 ms idle wait) in any run.
+fn scores_differing(cfg: &Config, prefix: &str, events: usize) -> (usize, usize) {
+    let dir = std::env::temp_dir().join(unique("chaos-scores"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("events.jsonl");
+    let mut body = Vec::new();
+    for i in 0..events {
+        body.extend_from_slice(&event(&format!("{prefix}{i}"), i));
+        body.push(b'\n');
+    }
+    std::fs::write(&file, body).expect("write");
+    let model = fraudstream::model::Model::load(&cfg.model.path).expect("model");
+    let engine = fraudstream::engine::Engine::new(model, Some(0.0), &cfg.state);
+    let csv = dir.join("scores.csv");
+    fraudstream::replay::score_file(&engine, &file, None, 0, &cfg.input, &csv).expect("score");
+    let want: HashMap<String, f32> = std::fs::read_to_string(&csv)
+        .expect("csv")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect();
+    let alerts = read_committed_all(&cfg.kafka.bootstrap_servers, &cfg.topics.alerts);
+    let mut compared = 0;
+    let differ = alerts
+        .iter()
+        .filter(|p| {
+            let v: serde_json::Value = serde_json::from_slice(p).expect("alert is JSON");
+            let (Some(id), Some(got)) = (v["tx_id"].as_str(), v["score"].as_f64()) else {
+                return true;
+            };
+            compared += 1;
+            want.get(id).is_none_or(|w| (got as f32 - w).abs() > 1e-6)
+        })
+        .count();
+    (differ, compared)
+}
+
 /// A worker process (the binary, as an operator runs it), configured by environment.
 struct Proc {
     child: Child,
@@ -380,13 +423,22 @@ async fn kill9_loop(delivery: Delivery, events: usize, kills: usize, rate: usize
     let w = Proc::start(&cfg, Some("chaos-0"));
     wait_committed(&cfg, events, Duration::from_secs(180)).await;
     w.stop();
-    let c = tokio::task::spawn_blocking(move || count_alerts(&cfg, &expected))
+    let cfg2 = cfg.clone();
+    let c = tokio::task::spawn_blocking(move || count_alerts(&cfg2, &expected))
         .await
         .expect("join");
     c.print(&format!(
         "kill9 {} x{kills} ({events} events)",
         delivery.name()
     ));
+    let (differ, compared) =
+        tokio::task::spawn_blocking(move || scores_differing(&cfg, "k", events))
+            .await
+            .expect("join");
+    eprintln!(
+        "CHAOS kill9 {} x{kills}: {differ} of {compared} alert scores differ from a fault-free score run",
+        delivery.name()
+    );
     c
 }
 
