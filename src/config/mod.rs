@@ -181,6 +181,7 @@ struct RawState {
     label_lookup_entries: i64,
     merchant_scope: String,
     merchant_sync_max_wait_ms: i64,
+    merchant_partition_idle_ms: i64,
     changelog: bool,
     changelog_flush_ms: i64,
     merchant_snapshot_secs: i64,
@@ -423,6 +424,9 @@ pub struct StateConfig {
     pub merchant_scope: MerchantScope,
     /// Longest wait of a transaction for the merchant windows (global scope), in ms.
     pub merchant_sync_max_wait_ms: u64,
+    /// How long the merchant table waits for a partition that has nothing buffered and is not
+    /// at its end before it merges the others without it, in ms (global scope).
+    pub merchant_partition_idle_ms: u64,
     /// Write changed accounts to `topics.changelog` and restore from it on assignment.
     pub changelog: bool,
     /// How often a partition's changed accounts are written, in ms (at-least-once; in
@@ -463,6 +467,7 @@ impl Default for StateConfig {
             label_lookup_entries: 4_000_000,
             merchant_scope: MerchantScope::Global,
             merchant_sync_max_wait_ms: 2_000,
+            merchant_partition_idle_ms: 200,
             changelog: true,
             changelog_flush_ms: 1_000,
             merchant_snapshot_secs: 60,
@@ -560,6 +565,11 @@ impl Config {
             o,
             "merchant_sync_max_wait_ms = {}",
             st.merchant_sync_max_wait_ms
+        );
+        let _ = writeln!(
+            o,
+            "merchant_partition_idle_ms = {}",
+            st.merchant_partition_idle_ms
         );
         let _ = writeln!(o, "changelog = {}", st.changelog);
         let _ = writeln!(o, "changelog_flush_ms = {}", st.changelog_flush_ms);
@@ -1192,6 +1202,12 @@ impl TryFrom<RawConfig> for Config {
                 MerchantScope::Global
             }
         };
+        if !(0..=600_000).contains(&s.merchant_partition_idle_ms) {
+            p.push(format!(
+                "state.merchant_partition_idle_ms: must be in 0..=600000, got {}",
+                s.merchant_partition_idle_ms
+            ));
+        }
         if !(0..=86_400).contains(&s.merchant_snapshot_secs) {
             p.push(format!(
                 "state.merchant_snapshot_secs: must be in 0..=86400, got {}",
@@ -1292,6 +1308,7 @@ impl TryFrom<RawConfig> for Config {
                     label_lookup_entries: s.label_lookup_entries.max(0) as u64,
                     merchant_scope,
                     merchant_sync_max_wait_ms: s.merchant_sync_max_wait_ms.max(0) as u64,
+                    merchant_partition_idle_ms: s.merchant_partition_idle_ms.max(0) as u64,
                     changelog: s.changelog,
                     changelog_flush_ms: s.changelog_flush_ms.max(0) as u64,
                     merchant_snapshot_secs: s.merchant_snapshot_secs.max(0) as u64,

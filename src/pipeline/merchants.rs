@@ -49,10 +49,6 @@ use crate::state::{key_of, lock};
 /// Transactions buffered per partition by the feed before it pauses that partition.
 const FEED_BUFFER: usize = 16_384;
 
-/// How long the merge waits for a partition that is neither at its end nor buffered (its next
-/// transaction may be earlier than the others') before it merges without it.
-const FEED_PARTITION_IDLE: Duration = Duration::from_millis(200);
-
 /// Where one partition task of this worker stands, for the feed.
 #[derive(Debug)]
 pub(super) struct TaskClock {
@@ -148,6 +144,10 @@ pub(crate) struct MerchantSync {
     joined: AtomicBool,
     engine: Arc<Engine>,
     max_wait: Duration,
+    /// How long the merge waits for a partition that is neither at its end nor buffered (its
+    /// next transaction may be earlier than the others') before it merges without it
+    /// (`state.merchant_partition_idle_ms`).
+    partition_idle: Duration,
     metrics: MerchantTableMetrics,
 }
 
@@ -155,6 +155,7 @@ impl MerchantSync {
     pub(super) fn new(
         engine: Arc<Engine>,
         max_wait: Duration,
+        partition_idle: Duration,
         metrics: MerchantTableMetrics,
     ) -> MerchantSync {
         MerchantSync {
@@ -164,6 +165,7 @@ impl MerchantSync {
             joined: AtomicBool::new(false),
             engine,
             max_wait,
+            partition_idle,
             metrics,
         }
     }
@@ -329,7 +331,7 @@ impl MerchantSync {
                     None if part.at_end => {}
                     None => {
                         let since = *part.empty_since.get_or_insert(now);
-                        if now.duration_since(since) < FEED_PARTITION_IDLE {
+                        if now.duration_since(since) < self.partition_idle {
                             unknown_after = unknown_after.min(part.last_ts);
                         }
                     }

@@ -146,6 +146,7 @@ pub async fn run(
         crate::config::MerchantScope::Global => Some(Arc::new(merchants::MerchantSync::new(
             engine.clone(),
             Duration::from_millis(cfg.state.merchant_sync_max_wait_ms),
+            Duration::from_millis(cfg.state.merchant_partition_idle_ms),
             crate::metrics::MerchantTableMetrics::new(&metrics.registry)?,
         ))),
         crate::config::MerchantScope::Partition => None,
