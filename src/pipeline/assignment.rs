@@ -372,6 +372,9 @@ impl Router {
             ms = started.elapsed().as_millis() as u64,
             "Rewound to the committed offsets: state cleared, partitions warming up again."
         );
+        if let Some(g) = &self.shared.txn {
+            g.rewound();
+        }
         drop(gate);
         None
     }

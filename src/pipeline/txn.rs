@@ -48,6 +48,8 @@ pub(crate) struct Gate {
     requested: AtomicBool,
     rw: Arc<RwLock<()>>,
     failed: AtomicBool,
+    /// An abort's rewind is on its way to the poll loop, holding the write side.
+    rewinding: AtomicBool,
 }
 
 impl Gate {
@@ -64,6 +66,11 @@ impl Gate {
     /// A send of the open transaction failed: the next cycle aborts it.
     pub(super) fn fail(&self) {
         self.failed.store(true, Ordering::Release);
+    }
+
+    /// The poll loop has rewound (it drops the guard next).
+    pub(super) fn rewound(&self) {
+        self.rewinding.store(false, Ordering::Release);
     }
 }
 
@@ -218,6 +225,17 @@ impl Committer {
         expired: Option<Arc<AtomicBool>>,
         rewind: bool,
     ) -> Result<bool, PipelineError> {
+        if expired.is_some() && self.gate.rewinding.load(Ordering::Acquire) {
+            // A revocation while the last abort's rewind waits for the poll loop, which is the
+            // caller waiting for this answer (the rebalance callback runs in its poll): the
+            // write side is the rewind's until then, so waiting for it would wait for ever.
+            // Nothing of the aborted transaction can commit anyway: the partitions' new owner
+            // reads from the last commit.
+            tracing::info!(
+                "Revocation during a rewind: nothing to commit for the revoked partitions."
+            );
+            return Ok(false);
+        }
         self.gate.requested.store(true, Ordering::Release);
         let guard = self.gate.rw.clone().write_owned().await;
         self.gate.requested.store(false, Ordering::Release);
@@ -270,7 +288,10 @@ impl Committer {
         if rewind {
             self.begin().await?;
             // The poll loop rewinds, then opens the gate by dropping the guard.
-            let _ = self.rebalancer.events.send(Event::Rewind(guard));
+            self.gate.rewinding.store(true, Ordering::Release);
+            if self.rebalancer.events.send(Event::Rewind(guard)).is_err() {
+                self.gate.rewound();
+            }
         }
         Ok(false)
     }
