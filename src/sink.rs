@@ -2,9 +2,10 @@
 //! Every send returns a future that resolves once Kafka acknowledged it; the partition task stores
 //! the offset only after that (at-least-once).
 //!
-//! No poison pill: a dead letter that Kafka refuses as a message (too large for the producer's
-//! `message.max.bytes` once the headers are added, or refused by the topic) is sent again with
-//! its payload truncated, first to what fits the producer's limit, then to
+//! No poison pill: a dead letter that Kafka would refuse as a message (too large for the
+//! producer's `message.max.bytes` once the headers are added, or for the dead-letter topic's
+//! `max.message.bytes`, asked at start) is sent with its payload truncated at once, and one that
+//! Kafka refuses anyway is sent again truncated, first to what fits the smaller limit, then to
 //! [`TRUNCATED_MIN_BYTES`], with headers giving the original size and its SHA-256
 //! ([`H_ORIGINAL_BYTES`], [`H_ORIGINAL_SHA256`], [`H_TRUNCATED`]). If even that is refused, the
 //! send reports [`DeadLettered::Refused`]: the caller counts it and moves on. A send that fails
@@ -132,37 +133,73 @@ pub struct Sink {
     alerts: String,
     dead_letter: String,
     changelog: String,
-    max_message_bytes: usize,
+    /// What a dead letter may take, uncompressed: the producer's limit, or less when the
+    /// dead-letter topic's `max.message.bytes` is lower (see [`Sink::with`]).
+    dead_letter_max_bytes: usize,
 }
 
 impl Sink {
     /// Creates the producer: idempotent, acks=all, lz4; transactional in exactly-once mode
     /// (then [`crate::pipeline`]'s commit cycle calls `init_transactions` before any send).
-    pub fn new(cfg: &Config) -> Result<Sink, KafkaError> {
-        Sink::with(cfg, crate::kafka_client::producer(cfg))
+    /// `dead_letter_topic_max` is the dead-letter topic's `max.message.bytes` when known (see
+    /// [`Sink::with`]).
+    pub fn new(cfg: &Config, dead_letter_topic_max: Option<usize>) -> Result<Sink, KafkaError> {
+        Sink::with(
+            cfg,
+            crate::kafka_client::producer(cfg),
+            dead_letter_topic_max,
+        )
     }
 
     /// A producer that is never transactional (the labels task's dead letters, which no
     /// transaction covers), whatever `kafka.delivery`.
-    pub fn non_transactional(cfg: &Config) -> Result<Sink, KafkaError> {
+    pub fn non_transactional(
+        cfg: &Config,
+        dead_letter_topic_max: Option<usize>,
+    ) -> Result<Sink, KafkaError> {
         let mut c = cfg.clone();
         c.kafka.delivery = crate::config::Delivery::AtLeastOnce;
-        Sink::with(&c, crate::kafka_client::producer(&c))
+        Sink::with(&c, crate::kafka_client::producer(&c), dead_letter_topic_max)
     }
 
-    fn with(cfg: &Config, client: rdkafka::ClientConfig) -> Result<Sink, KafkaError> {
+    /// The dead-letter topic's `max.message.bytes` bounds a record *batch* after compression,
+    /// and lz4 can grow incompressible data by 1/255: so a dead letter takes at most
+    /// `topic_max × 254/255` less [`FRAMING_BYTES`] uncompressed, and the producer's
+    /// `batch.size` is lowered to that too (librdkafka would otherwise batch several dead
+    /// letters past the topic's limit). Without both, a dead letter within the producer's limit
+    /// but over the topic's is refused by the broker, which in exactly-once mode aborts the
+    /// transaction, and the rewind meets the same message again: a poison pill.
+    fn with(
+        cfg: &Config,
+        mut client: rdkafka::ClientConfig,
+        dead_letter_topic_max: Option<usize>,
+    ) -> Result<Sink, KafkaError> {
         let max_message_bytes = cfg
             .kafka
             .librdkafka
             .get("message.max.bytes")
             .and_then(|v| v.expose().parse().ok())
             .unwrap_or(DEFAULT_PRODUCER_MAX_BYTES);
+        let mut dead_letter_max_bytes = max_message_bytes;
+        if let Some(t) = dead_letter_topic_max {
+            let fits = (t - t / 255).saturating_sub(FRAMING_BYTES);
+            if fits < dead_letter_max_bytes {
+                dead_letter_max_bytes = fits.max(TRUNCATED_MIN_BYTES * 2);
+                let batch = client
+                    .get("batch.size")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(DEFAULT_PRODUCER_MAX_BYTES);
+                if batch > dead_letter_max_bytes {
+                    client.set("batch.size", dead_letter_max_bytes.to_string());
+                }
+            }
+        }
         Ok(Sink {
             producer: client.create()?,
             alerts: cfg.topics.alerts.clone(),
             dead_letter: cfg.topics.dead_letter.clone(),
             changelog: cfg.changelog_topic(),
-            max_message_bytes,
+            dead_letter_max_bytes,
         })
     }
 
@@ -267,7 +304,7 @@ impl Sink {
         let topic = self.dead_letter.clone();
         let key = key.map(<[u8]>::to_vec);
         let payload = payload.map(<[u8]>::to_vec);
-        let limit = self.max_message_bytes;
+        let limit = self.dead_letter_max_bytes;
         async move {
             let body = payload.as_deref().unwrap_or_default();
             let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum();

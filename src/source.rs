@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -568,6 +568,49 @@ pub fn ensure_these_topics(
         );
     }
     Ok(created)
+}
+
+/// The `max.message.bytes` of `topic` (the largest record batch its brokers accept), asked of
+/// the cluster with DescribeConfigs; `None` when it cannot be told (no DescribeConfigs ACL, an
+/// old broker), logged. Blocking: call from `spawn_blocking`.
+pub fn topic_max_message_bytes(cfg: &Config, topic: &str) -> Option<usize> {
+    let admin: AdminClient<AuthWatch> =
+        match kafka_client::admin(cfg).create_with_context(AuthWatch::default()) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "Cannot ask the topic's max.message.bytes.");
+                return None;
+            }
+        };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let asked = rt.block_on(admin.describe_configs(
+        &[ResourceSpecifier::Topic(topic)],
+        &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+    ));
+    let found = match asked {
+        Ok(results) => results.into_iter().find_map(|r| {
+            r.ok()?
+                .get("max.message.bytes")?
+                .value
+                .as_deref()?
+                .parse::<usize>()
+                .ok()
+        }),
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "Cannot ask the topic's max.message.bytes.");
+            None
+        }
+    };
+    if found.is_none() {
+        tracing::warn!(
+            topic,
+            "The topic's max.message.bytes is unknown: dead letters are cut to the producer's limit only."
+        );
+    }
+    found
 }
 
 #[cfg(test)]

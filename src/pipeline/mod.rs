@@ -109,6 +109,9 @@ pub async fn run(
     // First, before anything observable: a signal sent as soon as the worker answers must meet
     // our handlers, not the default action (which terminates the process).
     let hup = crate::shutdown::install(token.clone()).map_err(PipelineError::Signals)?;
+    // Whatever way `run` returns (a start-up error included), the threads it started (the
+    // merchant table's reader) see the token cancelled and end.
+    let _stop_all = token.clone().drop_guard();
     let cfg = Arc::new(cfg);
     let metrics = Metrics::new(registry)?;
     let health = Health::new(cfg.stall_timeout_ms);
@@ -140,8 +143,15 @@ pub async fn run(
         .await
         .map_err(|e| PipelineError::Join(e.to_string()))??;
 
+    let c2 = cfg.clone();
+    let dead_letter_max = tokio::task::spawn_blocking(move || {
+        source::topic_max_message_bytes(&c2, &c2.topics.dead_letter)
+    })
+    .await
+    .map_err(|e| PipelineError::Join(e.to_string()))?;
+
     let exactly_once = cfg.kafka.delivery == Delivery::ExactlyOnce;
-    let sink = Sink::new(&cfg)?;
+    let sink = Sink::new(&cfg, dead_letter_max)?;
     let merchant_sync = match cfg.state.merchant_scope {
         crate::config::MerchantScope::Global => Some(Arc::new(merchants::MerchantSync::new(
             engine.clone(),
@@ -176,7 +186,7 @@ pub async fn run(
     let restored_generation = snapshot.as_ref().map_or(0, |r| r.generation);
     // Exactly-once, the commit cycle writes the snapshots, inside its transactions.
     let snapshot_sink = if merchant_sync.is_some() && cfg.merchant_snapshots() && !exactly_once {
-        Some(Sink::non_transactional(&cfg)?)
+        Some(Sink::non_transactional(&cfg, None)?)
     } else {
         None
     };
@@ -218,7 +228,7 @@ pub async fn run(
 
     let (resets, resets_rx) = tokio::sync::watch::channel(0u64);
     let labels_sink = if exactly_once {
-        Sink::non_transactional(&cfg)?
+        Sink::non_transactional(&cfg, dead_letter_max)?
     } else {
         sink.clone()
     };
