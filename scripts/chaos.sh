@@ -31,7 +31,10 @@ if [[ "${FRAUD_CHAOS_PROFILE:-release}" == debug ]]; then
     PROFILE=()
 fi
 
-if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
+# The broker on 127.0.0.1:9092 if one answers (whichever checkout started it: the status of
+# this checkout's scripts/kafka.sh only knows its own), else this checkout's.
+broker_up() { (exec 3<>"/dev/tcp/127.0.0.1/9092") 2>/dev/null; }
+if ! broker_up; then
     bash scripts/kafka.sh start
 fi
 
@@ -51,13 +54,13 @@ run() {
         shift
     fi
     local log="$LOG_DIR/$name.log"
-    printf '== %s (%s)\n' "$name" "$filter"
+    printf '== %s (%s; load %s)\n' "$name" "$filter" "$(cut -d' ' -f1-3 /proc/loadavg)"
     if env "$@" cargo test "${PROFILE[@]}" --locked --test tests "$filter" -- --exact \
         "${ignored[@]}" --nocapture --test-threads 1 >"$log" 2>&1; then
-        grep -E '^CHAOS' "$log" | tee -a "$SUMMARY" || true
-        printf '   ok\n'
+        grep -oE 'CHAOS.*' "$log" | tee -a "$SUMMARY" || true
+        printf '   ok (load after: %s)\n' "$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$SUMMARY"
     else
-        grep -E '^CHAOS|panicked|^thread' "$log" | tee -a "$SUMMARY" || true
+        grep -oE 'CHAOS.*|panicked.*|^thread.*' "$log" | tee -a "$SUMMARY" || true
         printf '   FAILED (log: %s)\n' "$log" | tee -a "$SUMMARY"
         FAILED=1
     fi

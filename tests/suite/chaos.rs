@@ -562,9 +562,10 @@ fn fuzzed(n: usize, seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A fuzz run with ~1 MB messages and malformed JSON, exactly-once: no crash, and every input
+/// A fuzz run with ~1 MB messages, a 500 kB one that the dead-letter topic refuses (its
+/// `max.message.bytes` is 200 kB) and malformed JSON, exactly-once: no crash, and every input
 /// accounted for: alerts + passes + dead letters = inputs (from the metrics), and the dead-letter
-/// topic holds the dead letters.
+/// topic holds the dead letters, the three large ones truncated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuzzed_input_with_megabyte_messages_is_all_accounted_for() {
     let n = env_usize("FRAUD_CHAOS_FUZZ", 3_000);
@@ -576,6 +577,15 @@ async fn fuzzed_input_with_megabyte_messages_is_all_accounted_for() {
         &[("max.message.bytes", "2000000")],
     )
     .await;
+    // A dead-letter topic that refuses what the producer would send: its max.message.bytes
+    // (200 kB) below the producer's message.max.bytes (1 MB).
+    create_topic_with(
+        &bootstrap(),
+        &cfg.topics.dead_letter,
+        4,
+        &[("max.message.bytes", "200000")],
+    )
+    .await;
     create_topics(&cfg).await;
     let mut inputs = fuzzed(n, 8);
     let mut big =
@@ -583,7 +593,11 @@ async fn fuzzed_input_with_megabyte_messages_is_all_accounted_for() {
     big.resize(999_000, b'x');
     big.extend_from_slice(br#""}"#);
     let junk: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    // 500 kB that lz4 cannot shrink: within the producer's limit, refused by the topic.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let refused: Vec<u8> = (0..500_000).map(|_| rng.gen()).collect();
     inputs.insert(n / 3, big);
+    inputs.insert(n / 2, refused);
     inputs.insert(2 * n / 3, junk);
     produce_raw(&cfg.topics.transactions, &inputs, 2_000_000).await;
     let w = Worker::start(&cfg);
@@ -606,7 +620,19 @@ async fn fuzzed_input_with_megabyte_messages_is_all_accounted_for() {
     let aborted = w
         .metric("fraud_transactions_total{outcome=\"aborted\"}")
         .await;
+    let truncated = w
+        .metric("fraud_errors_total{error_code=\"dead_letter_truncated\"")
+        .await;
+    let skipped = w
+        .metric("fraud_errors_total{error_code=\"dead_letter_refused\"")
+        .await;
     w.stop().await;
+    assert_eq!(
+        (truncated, skipped),
+        (3.0, 0.0),
+        "the three large messages dead-lettered truncated (the 1 MB ones over the producer's \
+         limit, the 500 kB one over the topic's), none skipped"
+    );
     assert_eq!(
         aborted, 0.0,
         "no transaction aborted (a rewind would count events again)"
@@ -626,7 +652,7 @@ async fn fuzzed_input_with_megabyte_messages_is_all_accounted_for() {
     .await
     .expect("join");
     eprintln!(
-        "CHAOS fuzz exactly_once: inputs={total} decided={} dead_lettered={} alerts_read={alerts} dead_letters_read={dl}",
+        "CHAOS fuzz exactly_once: inputs={total} decided={} dead_lettered={} alerts_read={alerts} dead_letters_read={dl} truncated={truncated} (a dead-letter topic of max.message.bytes 200000)",
         accounted.0, accounted.1
     );
     assert_eq!(
@@ -685,18 +711,28 @@ async fn exactly_once_broker_kill9_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut broker = broker_down.await.expect("join");
+    let restarting = Instant::now();
     let broker = tokio::task::spawn_blocking(move || {
         broker.restart();
         broker
     })
     .await
     .expect("join");
+    eprintln!(
+        "broker killed for {:.1} s, back {:.1} s after its restart (not ready seen: {not_ready})",
+        killed.elapsed().as_secs_f64(),
+        restarting.elapsed().as_secs_f64()
+    );
     let lines: Vec<Vec<u8>> = (before..events)
         .map(|i| event(&format!("o{i}"), i))
         .collect();
     for chunk in lines.chunks(rate.max(100)) {
         produce_lines_to(&broker.bootstrap(), &cfg.topics.transactions, chunk).await;
     }
+    eprintln!(
+        "the rest produced {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let (g, t, b) = (
@@ -817,50 +853,20 @@ async fn latency(delivery: Delivery, rate: usize, secs: usize) -> (f64, f64, f64
     let mut w = Proc::start(&cfg, None);
     w.wait_metric("fraud_assigned_partitions", 4.0, Duration::from_secs(60))
         .await;
-    let now_us = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0)
-    };
-    let (bootstrap, alerts) = (
-        cfg.kafka.bootstrap_servers.clone(),
-        cfg.topics.alerts.clone(),
-    );
     let total = rate * secs;
-    let reader = std::thread::spawn(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", unique("lat-reader"))
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "5")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..4 {
-            tpl.add_partition_offset(&alerts, p, Offset::Beginning)
-                .expect("tpl");
-        }
-        c.assign(&tpl).expect("assign");
-        let mut got = Vec::with_capacity(total);
-        let deadline = Instant::now() + Duration::from_secs(secs as u64 + 60);
-        while got.len() < total && Instant::now() < deadline {
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                let at = now_us();
-                let v: serde_json::Value =
-                    serde_json::from_slice(m.payload().unwrap_or_default()).expect("alert");
-                let id = v["tx_id"].as_str().unwrap_or_default();
-                let mut parts = id.split('-');
-                let (Some(_), Some(i), Some(sent)) = (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let (i, sent): (usize, i64) = (i.parse().expect("i"), sent.parse().expect("sent"));
-                got.push((i, (at - sent) as f64 / 1000.0));
-            }
-        }
-        got
-    });
+    let reader = latency_reader(
+        &cfg.kafka.bootstrap_servers,
+        &cfg.topics.alerts,
+        total,
+        secs,
+    );
+    // The same read of the transactions topic: what the broker alone costs, at the same time.
+    let floor = latency_reader(
+        &cfg.kafka.bootstrap_servers,
+        &cfg.topics.transactions,
+        total,
+        secs,
+    );
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
         .set("linger.ms", "0")
@@ -883,19 +889,164 @@ async fn latency(delivery: Delivery, rate: usize, secs: usize) -> (f64, f64, f64
     for a in acks {
         let _ = a.await.expect("delivered");
     }
-    let got = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+    let (got, floor) = tokio::task::spawn_blocking(move || {
+        (
+            reader.join().expect("reader"),
+            floor.join().expect("floor reader"),
+        )
+    })
+    .await
+    .expect("join");
+    // Where the time went, from the worker's own histograms.
+    let (_, body) = http_get(&format!("{}/metrics", w.url))
         .await
-        .expect("join");
+        .unwrap_or((0, String::new()));
+    for h in [
+        "fraud_merchant_sync_wait_seconds",
+        "fraud_processing_duration_seconds",
+    ] {
+        eprintln!(
+            "CHAOS latency {} {h}: {}",
+            delivery.name(),
+            histogram(&body, h)
+        );
+    }
+    eprintln!(
+        "CHAOS latency {} fraud_merchant_sync_timeouts_total={} transactions committed={}",
+        delivery.name(),
+        w.metric("fraud_merchant_sync_timeouts_total").await,
+        w.metric("fraud_transactions_total{outcome=\"committed\"}")
+            .await
+    );
     w.stop();
     let skip = rate * 2;
-    let mut ms: Vec<f64> = got
+    let sorted = |f: &dyn Fn(&(usize, f64, f64)) -> f64| {
+        let mut ms: Vec<f64> = got.iter().filter(|(i, ..)| *i >= skip).map(f).collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        ms
+    };
+    let q = |ms: &[f64], f: f64| ms[((ms.len() as f64 * f) as usize).min(ms.len() - 1)];
+    let mut broker: Vec<f64> = floor
         .iter()
-        .filter(|(i, _)| *i >= skip)
-        .map(|(_, l)| *l)
+        .filter(|(i, ..)| *i >= skip)
+        .map(|g| g.1)
         .collect();
-    ms.sort_by(|a, b| a.total_cmp(b));
-    let q = |f: f64| ms[((ms.len() as f64 * f) as usize).min(ms.len() - 1)];
-    (q(0.5), q(0.99), ms[ms.len() - 1], got.len())
+    broker.sort_by(|a, b| a.total_cmp(b));
+    if !broker.is_empty() {
+        eprintln!(
+            "CHAOS latency {} broker alone (produce -> transaction read): p50={:.1} ms p99={:.1} ms",
+            delivery.name(),
+            q(&broker, 0.5),
+            q(&broker, 0.99)
+        );
+    }
+    let to_send = sorted(&|g| g.2);
+    eprintln!(
+        "CHAOS latency {} produce -> the worker's alert send (ms clock): p50={:.1} ms p99={:.1} ms",
+        delivery.name(),
+        q(&to_send, 0.5),
+        q(&to_send, 0.99)
+    );
+    let ms = sorted(&|g| g.1);
+    (q(&ms, 0.5), q(&ms, 0.99), ms[ms.len() - 1], got.len())
+}
+
+/// Reads `topic` from the beginning on a thread of its own until `total` latency-stamped
+/// messages (alerts or transactions whose `tx_id` is `lat-<i>-<send time in µs>`) came:
+/// (i, produce → read ms, produce → the message's own timestamp ms).
+fn latency_reader(
+    bootstrap: &str,
+    topic: &str,
+    total: usize,
+    secs: usize,
+) -> std::thread::JoinHandle<Vec<(usize, f64, f64)>> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", unique("lat-reader"))
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+        c.assign(&tpl).expect("assign");
+        let mut got = Vec::with_capacity(total);
+        let deadline = Instant::now() + Duration::from_secs(secs as u64 + 60);
+        while got.len() < total && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let at = now_us();
+                let v: serde_json::Value =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON");
+                let id = v["tx_id"].as_str().unwrap_or_default();
+                let mut parts = id.split('-');
+                let (Some(_), Some(i), Some(sent)) = (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let (i, sent): (usize, i64) = (i.parse().expect("i"), sent.parse().expect("sent"));
+                // An alert's timestamp is the worker's send (CreateTime): it splits the
+                // latency into the worker's part and the delivery's.
+                let produced = m.timestamp().to_millis().unwrap_or(at / 1000) * 1000;
+                got.push((
+                    i,
+                    (at - sent) as f64 / 1000.0,
+                    (produced - sent) as f64 / 1000.0,
+                ));
+            }
+        }
+        got
+    })
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A Prometheus histogram of `body` in words: count, mean and the bucket bounds holding the
+/// median and the 99th percentile.
+fn histogram(body: &str, name: &str) -> String {
+    let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let (mut sum, mut count) = (0.0, 0.0);
+    for l in body.lines() {
+        if let Some(rest) = l.strip_prefix(&format!("{name}_bucket{{le=\"")) {
+            let le = rest.split('"').next().unwrap_or_default();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            buckets.push((le, value(l).unwrap_or(0.0)));
+        } else if l.starts_with(&format!("{name}_sum")) {
+            sum = value(l).unwrap_or(0.0);
+        } else if l.starts_with(&format!("{name}_count")) {
+            count = value(l).unwrap_or(0.0);
+        }
+    }
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, n)| *n >= q * count)
+            .map_or(f64::NAN, |(le, _)| *le * 1000.0)
+    };
+    format!(
+        "count={count} mean={:.3} ms p50<={} ms p99<={} ms",
+        if count > 0.0 {
+            sum / count * 1000.0
+        } else {
+            0.0
+        },
+        at(0.5),
+        at(0.99)
+    )
 }
 
 /// The latency cost of each delivery mode (README, "Delivery"): run by `scripts/chaos.sh
@@ -905,7 +1056,12 @@ async fn latency(delivery: Delivery, rate: usize, secs: usize) -> (f64, f64, f64
 async fn delivery_latency_at_2k_per_second() {
     let rate = env_usize("FRAUD_CHAOS_RATE", 2_000);
     let secs = env_usize("FRAUD_CHAOS_SECS", 20);
-    for d in [Delivery::AtLeastOnce, Delivery::ExactlyOnce] {
+    let modes = match std::env::var("FRAUD_CHAOS_DELIVERY").as_deref() {
+        Ok("at_least_once") => vec![Delivery::AtLeastOnce],
+        Ok("exactly_once") => vec![Delivery::ExactlyOnce],
+        _ => vec![Delivery::AtLeastOnce, Delivery::ExactlyOnce],
+    };
+    for d in modes {
         let (p50, p99, max, n) = latency(d, rate, secs).await;
         eprintln!(
             "CHAOS latency {} at {rate}/s for {secs} s: produce -> alert read_committed p50={p50:.1} ms p99={p99:.1} ms max={max:.1} ms ({n} of {} alerts read)",
