@@ -253,6 +253,11 @@ impl MerchantSync {
         }
     }
 
+    /// Whether the merchant windows hold every transaction before `ts` now.
+    pub(super) fn ready(&self, ts: i64) -> bool {
+        self.low.load(Ordering::Acquire) >= ts
+    }
+
     /// Waits until the merchant windows hold every transaction before `ts` (the task is about
     /// to decide its transaction at `offset`), at most `state.merchant_sync_max_wait_ms`.
     pub(super) async fn wait_for(

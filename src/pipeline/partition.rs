@@ -146,15 +146,39 @@ impl PartitionTask {
                                 self.warm_up(o).await;
                             }
                         }
-                        if let (Some(_), None, Some(sync), Some(c)) =
-                            (&gate, &entered, &s.merchants, &self.clock)
+                        if let (Some(g), Some(sync), Some(c)) =
+                            (&gate, &s.merchants, &self.clock)
                         {
-                            // Wait for the merchant table before taking the gate, not with it
-                            // (the feed may wait on a task that waits for the gate).
+                            // Wait for the merchant table, but never hold the gate against a
+                            // commit meanwhile: the feed may wait for a task that waits for the
+                            // gate, which a commit closes until every holder lets go (a wait
+                            // only `state.merchant_sync_max_wait_ms` ended: measured 108
+                            // timeouts in 20 s at 2 k/s, the worker minutes behind). A task
+                            // holding the gate for its in-flight sends keeps it while no commit
+                            // asks; when one does, it settles them and lets go.
                             let now_ms = chrono::Utc::now().timestamp_millis();
                             let payload = q.msg.payload().unwrap_or_default();
                             if let Ok(tx) = decode(payload, &s.cfg.input, now_ms) {
-                                sync.wait_for(c, q.msg.offset(), tx.ts, &self.handle.stop).await;
+                                let (offset, stop) = (q.msg.offset(), &self.handle.stop);
+                                if entered.is_some() && !sync.ready(tx.ts) {
+                                    let asked = g.commit_asked();
+                                    tokio::pin!(asked);
+                                    asked.as_mut().enable();
+                                    let give_back = g.requested() || tokio::select! {
+                                        biased;
+                                        _ = sync.wait_for(c, offset, tx.ts, stop) => false,
+                                        _ = &mut asked => true,
+                                    };
+                                    if give_back {
+                                        while let Some(done) = inflight.next().await {
+                                            self.settle(done)?;
+                                        }
+                                        entered = None;
+                                    }
+                                }
+                                if entered.is_none() {
+                                    sync.wait_for(c, offset, tx.ts, stop).await;
+                                }
                             }
                         }
                         if let (Some(g), None) = (&gate, &entered) {
