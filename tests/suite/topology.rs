@@ -231,7 +231,8 @@ async fn a_restarted_worker_rebuilds_its_state_and_decides_like_score() {
 /// deletes that half from the topic (as retention would), produces the second half and starts
 /// the worker again until the end. Every event alerts (threshold 0); returns the transactions
 /// whose worker score differs from `score`'s over the whole file (`score` writes six decimals),
-/// the transactions decided, and the changelog records the restart restored.
+/// the transactions decided, and the changelog records the restart restored. Transactions
+/// that share their merchant and their second with another are left out: see below.
 async fn restart_scores(
     name: &str,
     changelog: bool,
@@ -282,8 +283,26 @@ async fn restart_scores(
             "{id} decided twice by a clean restart"
         );
     }
+    // A transaction sharing its merchant and its second with another one (in another partition)
+    // has no one order: `score` sees them in file order, the worker's merge in either. They are
+    // left out of the comparison (and counted).
+    let mut by_key: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_slice(l).expect("line is JSON");
+        let key = (v["merchant_id"].to_string(), v["ts"].to_string());
+        by_key
+            .entry(key)
+            .or_default()
+            .push(v["tx_id"].as_str().unwrap_or_default().to_string());
+    }
+    let ties: HashSet<String> = by_key
+        .into_values()
+        .filter(|ids| ids.len() > 1)
+        .flatten()
+        .collect();
     let mut differ: Vec<String> = expected
         .iter()
+        .filter(|(id, _)| !ties.contains(*id))
         .filter(|(id, want)| {
             let got = scores.get(*id).copied().unwrap_or(f32::NAN);
             (got - **want).abs() > 1e-6 || got.is_nan()
@@ -292,10 +311,17 @@ async fn restart_scores(
         .collect();
     differ.sort();
     eprintln!(
-        "{name}: {} transactions, {} decided by the worker, {} scores differ from score's, {restored} changelog records restored",
+        "{name}: {} transactions, {} decided by the worker, {} scores differ from score's ({} sharing merchant and second with another left out), {restored} changelog records restored",
         expected.len(),
         scores.len(),
-        differ.len()
+        differ.len(),
+        ties.len()
+    );
+    assert!(
+        ties.len() * 100 < expected.len(),
+        "ties are rare: {} of {}",
+        ties.len(),
+        expected.len()
     );
     (differ, expected.len(), restored)
 }
