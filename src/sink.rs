@@ -142,7 +142,7 @@ impl Sink {
     /// Creates the producer: idempotent, acks=all, lz4; transactional in exactly-once mode
     /// (then [`crate::pipeline`]'s commit cycle calls `init_transactions` before any send).
     /// `dead_letter_topic_max` is the dead-letter topic's `max.message.bytes` when known (see
-    /// [`Sink::with`]).
+    /// `Sink::with`).
     pub fn new(cfg: &Config, dead_letter_topic_max: Option<usize>) -> Result<Sink, KafkaError> {
         Sink::with(
             cfg,
