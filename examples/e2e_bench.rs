@@ -87,6 +87,11 @@ enum Cmd {
         /// Seconds to wait for the last alerts after the last send.
         #[arg(long, default_value_t = 30)]
         drain_s: u64,
+        /// Seconds sent at the same rate before the measured `seconds`, not counted: the
+        /// producer's first connection and producer id, the reader's first fetch and the
+        /// worker's first events (a steady-state figure, like criterion's warm-up).
+        #[arg(long, default_value_t = 3)]
+        warmup_s: u64,
     },
     /// Times one alert's JSON: the `Alert` struct through serde_json vs `write_alert` into a
     /// reused buffer (no broker).
@@ -151,7 +156,19 @@ fn high_watermarks(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    // A topic created a moment ago may not be in the metadata yet: wait until it has partitions.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let md = loop {
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let ready = md
+            .topics()
+            .first()
+            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
+        if ready || Instant::now() >= deadline {
+            break md;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let t = md
         .topics()
         .first()
@@ -375,17 +392,31 @@ fn now_ms() -> i64 {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// How long and how fast a latency run sends.
+struct LatencyRun {
+    rate: u64,
+    seconds: u64,
+    drain_s: u64,
+    warmup_s: u64,
+}
+
 async fn latency(
     brokers: &str,
     file: &std::path::Path,
     skip: usize,
     topic: &str,
     alerts: &str,
-    rate: u64,
-    seconds: u64,
-    drain_s: u64,
+    run: LatencyRun,
 ) -> Result<()> {
-    let n = (rate * seconds) as usize;
+    let LatencyRun {
+        rate,
+        seconds,
+        drain_s,
+        warmup_s,
+    } = run;
+    // The first `warm` sends are the warm-up: read back like the others, not counted.
+    let warm = (rate * warmup_s) as usize;
+    let n = warm + (rate * seconds) as usize;
     let lines = read_lines(file, skip, n)?;
     let mut index: HashMap<String, usize> = HashMap::with_capacity(n);
     let mut keys = Vec::with_capacity(n);
@@ -424,11 +455,13 @@ async fn latency(
     let reader = {
         let (index, sent, stop, last_read) =
             (index.clone(), sent.clone(), stop.clone(), last_read.clone());
-        std::thread::spawn(move || -> (Vec<u64>, u64, u64) {
+        std::thread::spawn(move || -> (Vec<u64>, u64, u64, u64) {
             let mut lat = Vec::with_capacity(n);
+            let mut warm_max = 0u64;
             let mut seen = vec![false; n];
             let (mut dup, mut unknown) = (0u64, 0u64);
-            while !stop.load(Ordering::Acquire) && lat.len() < n {
+            let mut read = 0usize;
+            while !stop.load(Ordering::Acquire) && read < n {
                 let Some(r) = ac.poll(Duration::from_millis(50)) else {
                     continue;
                 };
@@ -447,10 +480,15 @@ async fn latency(
                     dup += 1;
                     continue;
                 }
-                let s = sent[i].load(Ordering::Acquire);
-                lat.push(at.saturating_sub(s));
+                read += 1;
+                let l = at.saturating_sub(sent[i].load(Ordering::Acquire));
+                if i < warm {
+                    warm_max = warm_max.max(l);
+                } else {
+                    lat.push(l);
+                }
             }
-            (lat, dup, unknown)
+            (lat, dup, unknown, warm_max)
         })
     };
 
@@ -502,7 +540,7 @@ async fn latency(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Release);
-    let (mut lat, dup, unknown) = reader
+    let (mut lat, dup, unknown, warm_max) = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))?;
     lat.sort_unstable();
@@ -514,9 +552,11 @@ async fn latency(
         lat[i] as f64 / 1e6
     };
     println!(
-        "rate={rate} sent={n} send_seconds={send_s:.2} alerts={} not_alerted={} duplicates={dup} unknown={unknown} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+        "rate={rate} sent={} warmup_sent={warm} warmup_max_ms={:.2} send_seconds={send_s:.2} alerts={} not_alerted={} duplicates={dup} unknown={unknown} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+        n - warm,
+        warm_max as f64 / 1e6,
         lat.len(),
-        n - lat.len(),
+        n - warm - lat.len(),
         q(0.5),
         q(0.99),
         q(0.999),
@@ -625,7 +665,16 @@ async fn main() -> Result<()> {
             rate,
             seconds,
             drain_s,
-        } => latency(b, &file, skip, &topic, &alerts, rate, seconds, drain_s).await,
+            warmup_s,
+        } => {
+            let run = LatencyRun {
+                rate,
+                seconds,
+                drain_s,
+                warmup_s,
+            };
+            latency(b, &file, skip, &topic, &alerts, run).await
+        }
         Cmd::AlertCost { iterations } => alert_cost(iterations),
     }
 }

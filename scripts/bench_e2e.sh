@@ -17,7 +17,9 @@
 #                     else `fraudstream generate --seed 7` into target/bench_e2e/gen)
 #   BENCH_EVENTS      events of the throughput topic (default 1000000)
 #   BENCH_RATES       latency send rates, events/s (default "2000 10000")
-#   BENCH_SECONDS     seconds of sending per rate (default 20)
+#   BENCH_SECONDS     seconds of sending per rate (default 20), after
+#   BENCH_WARMUP      seconds of warm-up at the same rate, read back but not counted (default 3:
+#                     the producer's first connection, the reader's first fetch, the first events)
 #   BENCH_THRESHOLD   model.threshold of the latency runs (default 0)
 #   BENCH_PERF=1      `perf record -g` the worker during each run; top entries printed, data in
 #                     target/bench_e2e/perf-*.data
@@ -35,6 +37,7 @@ BROKERS=127.0.0.1:9092
 EVENTS="${BENCH_EVENTS:-1000000}"
 RATES="${BENCH_RATES:-2000 10000}"
 SECONDS_PER_RATE="${BENCH_SECONDS:-20}"
+WARMUP="${BENCH_WARMUP:-3}"
 OUT="$ROOT/target/bench_e2e"
 ID="$(date +%s)-$$"
 mkdir -p "$OUT"
@@ -203,11 +206,11 @@ if [[ "${BENCH_SKIP_LATENCY:-0}" != 1 ]]; then
         "$BENCH" --brokers "$BROKERS" load --file "$FILE" --lines 0 --topic "$LT-echo" --partitions 4 >/dev/null
         la="$(load_avg)"
         r="$("$BENCH" --brokers "$BROKERS" latency --file "$FILE" --skip "$skip" --topic "$LT-echo" \
-            --alerts "$LT-echo" --rate "$rate" --seconds "$SECONDS_PER_RATE")"
+            --alerts "$LT-echo" --rate "$rate" --seconds "$SECONDS_PER_RATE" --warmup-s "$WARMUP")"
         la2="$(load_avg)"
         log "broker alone: $r"
         row "produce -> consume, broker alone (no worker), $rate/s" \
-            "p50 $(kv "$r" p50_ms) ms, p99 $(kv "$r" p99_ms) ms, p99.9 $(kv "$r" p999_ms) ms, max $(kv "$r" max_ms) ms" \
+            "p50 $(kv "$r" p50_ms) ms, p99 $(kv "$r" p99_ms) ms, p99.9 $(kv "$r" p999_ms) ms, max $(kv "$r" max_ms) ms (after $WARMUP s of warm-up, max $(kv "$r" warmup_max_ms) ms)" \
             "$la -> $la2"
         # The worker creates its (empty, 4-partition) topics; threshold 0: every transaction alerts;
         # no warm-up (nothing to warm up from, and the first event would wait for its consumer).
@@ -220,15 +223,15 @@ if [[ "${BENCH_SKIP_LATENCY:-0}" != 1 ]]; then
         cpu0="$(metric process_cpu_seconds_total)"
         perf_start "lat-$rate"
         r="$("$BENCH" --brokers "$BROKERS" latency --file "$FILE" --skip "$skip" --topic "$LT" \
-            --alerts "$LT-alerts" --rate "$rate" --seconds "$SECONDS_PER_RATE")"
+            --alerts "$LT-alerts" --rate "$rate" --seconds "$SECONDS_PER_RATE" --warmup-s "$WARMUP")"
         la2="$(load_avg)"
-        cpu="$(awk -v a="$cpu0" -v b="$(metric process_cpu_seconds_total)" -v s="$SECONDS_PER_RATE" 'BEGIN { printf "%.2f", (b - a) / s }')"
+        cpu="$(awk -v a="$cpu0" -v b="$(metric process_cpu_seconds_total)" -v s="$((SECONDS_PER_RATE + WARMUP))" 'BEGIN { printf "%.2f", (b - a) / s }')"
         log "$r worker_cpu_cores=$cpu"
         perf_stop "lat-$rate"
         stop_worker
-        skip=$((skip + rate * SECONDS_PER_RATE))
+        skip=$((skip + rate * (SECONDS_PER_RATE + WARMUP)))
         row "produce -> alert at $rate/s, $(kv "$r" sent) sent, threshold ${BENCH_THRESHOLD:-0}" \
-            "p50 $(kv "$r" p50_ms) ms, p99 $(kv "$r" p99_ms) ms, p99.9 $(kv "$r" p999_ms) ms, max $(kv "$r" max_ms) ms ($(kv "$r" alerts) alerts; worker CPU $cpu cores)" \
+            "p50 $(kv "$r" p50_ms) ms, p99 $(kv "$r" p99_ms) ms, p99.9 $(kv "$r" p999_ms) ms, max $(kv "$r" max_ms) ms ($(kv "$r" alerts) alerts; worker CPU $cpu cores; after $WARMUP s of warm-up, max $(kv "$r" warmup_max_ms) ms)" \
             "$la -> $la2"
     done
 fi

@@ -10,7 +10,11 @@
 //! `message.max.bytes`...) to every client, the admin client included. Every consumer gets
 //! `session.timeout.ms`, so a `max.poll.interval.ms` valid for one is valid for all.
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{Config, Delivery};
 
@@ -246,6 +250,42 @@ pub fn producer(cfg: &Config) -> ClientConfig {
 /// The admin client that checks and creates topics.
 pub fn admin(cfg: &Config) -> ClientConfig {
     common(cfg, Role::Admin)
+}
+
+/// True for the end-of-partition notice (`enable.partition.eof`), which librdkafka also hands
+/// to the client's error callback as a "global error" (rust-rdkafka #820): not an error.
+pub fn is_partition_eof(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+}
+
+/// The context of the assigned helper consumers (merchant feed, warm-up, changelog and snapshot
+/// restore): client errors and librdkafka warnings go to the log, end-of-partition notices
+/// (which these consumers ask for) do not.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            tracing::warn!(facility = fac, message, "librdkafka.");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_eof(&error) {
+            tracing::warn!(error = %error, reason, "Kafka client error.");
+        }
+    }
+}
+
+impl ConsumerContext for QuietContext {}
+
+/// An assigned helper consumer ([`QuietContext`]).
+pub type HelperConsumer = BaseConsumer<QuietContext>;
+
+/// Creates a helper consumer from `config`.
+pub fn helper_consumer(config: &ClientConfig) -> Result<HelperConsumer, KafkaError> {
+    config.create_with_context(QuietContext)
 }
 
 #[cfg(test)]

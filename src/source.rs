@@ -141,7 +141,7 @@ impl ClientContext for AuthWatch {
     fn error(&self, error: KafkaError, reason: &str) {
         if is_auth_error(&error) {
             lock(&self.failure).get_or_insert_with(|| reason.to_string());
-        } else {
+        } else if !kafka_client::is_partition_eof(&error) {
             tracing::warn!(error = %error, reason, "Kafka client error.");
         }
     }
@@ -233,7 +233,7 @@ impl ClientContext for WorkerContext {
         if is_auth_error(&error) {
             let (user, mechanism) = &self.identity;
             tracing::error!(user = %user, mechanism = %mechanism, reason, "Kafka authentication failed.");
-        } else {
+        } else if !kafka_client::is_partition_eof(&error) {
             tracing::warn!(error = %error, reason, "Kafka client error.");
         }
     }
@@ -309,7 +309,7 @@ impl ClientContext for LabelsContext {
         if is_auth_error(&error) {
             let (user, mechanism) = &self.identity;
             tracing::error!(user = %user, mechanism = %mechanism, reason, "Kafka authentication failed.");
-        } else {
+        } else if !kafka_client::is_partition_eof(&error) {
             tracing::warn!(error = %error, reason, "Kafka client error.");
         }
     }

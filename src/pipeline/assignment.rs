@@ -647,7 +647,8 @@ fn replay_blocking(
     if until <= 0 || until <= floor {
         return Ok(0);
     }
-    let consumer: BaseConsumer = crate::kafka_client::warmup_consumer(&s.cfg).create()?;
+    let consumer =
+        crate::kafka_client::helper_consumer(&crate::kafka_client::warmup_consumer(&s.cfg))?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let since_ms = now_ms - s.cfg.state.warmup_secs.saturating_mul(1000) as i64;
     let mut tpl = TopicPartitionList::new();
@@ -744,7 +745,8 @@ pub(super) fn lookup_backfill_blocking(
     until: i64,
     stop: &CancellationToken,
 ) -> Result<u64, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer = crate::kafka_client::warmup_consumer(&s.cfg).create()?;
+    let consumer =
+        crate::kafka_client::helper_consumer(&crate::kafka_client::warmup_consumer(&s.cfg))?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let since_ms = now_ms - s.cfg.state.warmup_secs.saturating_mul(1000) as i64;
     let mut tpl = TopicPartitionList::new();

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -199,7 +199,7 @@ pub(super) fn restore_blocking(
     let topic = cfg.changelog_topic();
     let mut cc = crate::kafka_client::warmup_consumer(cfg);
     cc.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cc.create()?;
+    let consumer = crate::kafka_client::helper_consumer(&cc)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
     consumer.assign(&tpl)?;

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -380,7 +380,7 @@ impl MerchantSync {
 /// or (a partition it does not know) from `state.warmup_secs` ago by message timestamp, like
 /// the partition warm-ups; returns the partitions and their start offsets.
 fn start(
-    consumer: &BaseConsumer,
+    consumer: &crate::kafka_client::HelperConsumer,
     topic: &str,
     cfg: &Config,
     restored: Option<&super::snapshot::Restored>,
@@ -490,7 +490,8 @@ pub(super) fn feed(
     snapshot_sink: Option<crate::sink::Sink>,
 ) -> Result<(), KafkaError> {
     let topic = cfg.topics.transactions.clone();
-    let consumer: BaseConsumer = crate::kafka_client::merchant_feed_consumer(&cfg).create()?;
+    let consumer =
+        crate::kafka_client::helper_consumer(&crate::kafka_client::merchant_feed_consumer(&cfg))?;
     let mut writer = snapshot_sink.map(|sink| SnapshotWriter {
         every: Duration::from_secs(cfg.state.merchant_snapshot_secs.max(1)),
         last: Instant::now(),
@@ -637,7 +638,12 @@ pub(super) fn feed(
     Ok(())
 }
 
-fn set_paused(consumer: &BaseConsumer, topic: &str, partition: i32, pause: bool) {
+fn set_paused(
+    consumer: &crate::kafka_client::HelperConsumer,
+    topic: &str,
+    partition: i32,
+    pause: bool,
+) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     let r = if pause {

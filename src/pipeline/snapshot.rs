@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -204,7 +204,7 @@ pub(crate) fn restore_blocking(
     let topic = cfg.merchant_snapshot_topic();
     let mut cc = crate::kafka_client::warmup_consumer(cfg);
     cc.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cc.create()?;
+    let consumer = crate::kafka_client::helper_consumer(&cc)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
