@@ -92,6 +92,10 @@ enum Cmd {
         /// worker's first events (a steady-state figure, like criterion's warm-up).
         #[arg(long, default_value_t = 3)]
         warmup_s: u64,
+        /// `linger.ms` of the sending producer (0: each transaction sent at once; a payment
+        /// service's producer typically batches for a few milliseconds).
+        #[arg(long, default_value_t = 0)]
+        linger_ms: u64,
     },
     /// Times one alert's JSON: the `Alert` struct through serde_json vs `write_alert` into a
     /// reused buffer (no broker).
@@ -107,6 +111,9 @@ struct Ids<'a> {
     tx_id: &'a str,
     #[serde(borrow, default)]
     account_id: Option<&'a str>,
+    /// An alert's decision time (the worker's clock).
+    #[serde(borrow, default)]
+    detected_at: Option<&'a str>,
 }
 
 fn read_lines(file: &std::path::Path, skip: usize, n: usize) -> Result<Vec<String>> {
@@ -398,6 +405,7 @@ struct LatencyRun {
     seconds: u64,
     drain_s: u64,
     warmup_s: u64,
+    linger_ms: u64,
 }
 
 async fn latency(
@@ -413,6 +421,7 @@ async fn latency(
         seconds,
         drain_s,
         warmup_s,
+        linger_ms,
     } = run;
     // The first `warm` sends are the warm-up: read back like the others, not counted.
     let warm = (rate * warmup_s) as usize;
@@ -428,6 +437,7 @@ async fn latency(
     }
     let index = Arc::new(index);
     let base = Instant::now();
+    let base_wall_ms = now_ms() as f64;
     // Send time of transaction i in ns after `base` (0 = not sent yet).
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
 
@@ -455,8 +465,11 @@ async fn latency(
     let reader = {
         let (index, sent, stop, last_read) =
             (index.clone(), sent.clone(), stop.clone(), last_read.clone());
-        std::thread::spawn(move || -> (Vec<u64>, u64, u64, u64) {
+        std::thread::spawn(move || -> (Vec<u64>, u64, u64, u64, Vec<f64>, Vec<f64>) {
             let mut lat = Vec::with_capacity(n);
+            // Split at the alert's `detected_at` (same host, same clock; millisecond precision):
+            // send -> decision, decision -> read back.
+            let (mut to_detect, mut after_detect) = (Vec::new(), Vec::new());
             let mut warm_max = 0u64;
             let mut seen = vec![false; n];
             let (mut dup, mut unknown) = (0u64, 0u64);
@@ -468,14 +481,16 @@ async fn latency(
                 let at = base.elapsed().as_nanos() as u64;
                 let Ok(m) = r else { continue };
                 last_read.store(at, Ordering::Release);
-                let Some(i) = m
+                let ids = m
                     .payload()
-                    .and_then(|p| serde_json::from_slice::<Ids<'_>>(p).ok())
-                    .and_then(|a| index.get(a.tx_id).copied())
-                else {
+                    .and_then(|p| serde_json::from_slice::<Ids<'_>>(p).ok());
+                let Some(i) = ids.as_ref().and_then(|a| index.get(a.tx_id).copied()) else {
                     unknown += 1;
                     continue;
                 };
+                let detected = ids
+                    .and_then(|a| a.detected_at)
+                    .and_then(|d| fraudstream::decode::parse_ts(d).ok());
                 if std::mem::replace(&mut seen[i], true) {
                     dup += 1;
                     continue;
@@ -486,15 +501,21 @@ async fn latency(
                     warm_max = warm_max.max(l);
                 } else {
                     lat.push(l);
+                    if let Some(d) = detected {
+                        let sent_ms = base_wall_ms + sent[i].load(Ordering::Acquire) as f64 / 1e6;
+                        let read_ms = base_wall_ms + at as f64 / 1e6;
+                        to_detect.push(d as f64 - sent_ms);
+                        after_detect.push(read_ms - d as f64);
+                    }
                 }
             }
-            (lat, dup, unknown, warm_max)
+            (lat, dup, unknown, warm_max, to_detect, after_detect)
         })
     };
 
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "0")
+        .set("linger.ms", linger_ms.to_string())
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .create()?;
@@ -540,7 +561,7 @@ async fn latency(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Release);
-    let (mut lat, dup, unknown, warm_max) = reader
+    let (mut lat, dup, unknown, warm_max, mut to_detect, mut after_detect) = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))?;
     lat.sort_unstable();
@@ -551,8 +572,26 @@ async fn latency(
         let i = ((lat.len() as f64 * f).ceil() as usize).clamp(1, lat.len()) - 1;
         lat[i] as f64 / 1e6
     };
+    let split = |v: &mut Vec<f64>, f: f64| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_unstable_by(f64::total_cmp);
+        v[((v.len() as f64 * f).ceil() as usize).clamp(1, v.len()) - 1]
+    };
+    let detect = if to_detect.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " to_detect_p50_ms={:.1} to_detect_p99_ms={:.1} after_detect_p50_ms={:.1} after_detect_p99_ms={:.1}",
+            split(&mut to_detect, 0.5),
+            split(&mut to_detect, 0.99),
+            split(&mut after_detect, 0.5),
+            split(&mut after_detect, 0.99)
+        )
+    };
     println!(
-        "rate={rate} sent={} warmup_sent={warm} warmup_max_ms={:.2} send_seconds={send_s:.2} alerts={} not_alerted={} duplicates={dup} unknown={unknown} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}",
+        "rate={rate} sent={} warmup_sent={warm} warmup_max_ms={:.2} send_seconds={send_s:.2} alerts={} not_alerted={} duplicates={dup} unknown={unknown} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2}{detect}",
         n - warm,
         warm_max as f64 / 1e6,
         lat.len(),
@@ -666,12 +705,14 @@ async fn main() -> Result<()> {
             seconds,
             drain_s,
             warmup_s,
+            linger_ms,
         } => {
             let run = LatencyRun {
                 rate,
                 seconds,
                 drain_s,
                 warmup_s,
+                linger_ms,
             };
             latency(b, &file, skip, &topic, &alerts, run).await
         }

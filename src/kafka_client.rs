@@ -221,13 +221,15 @@ pub fn warmup_consumer(cfg: &Config) -> ClientConfig {
     c
 }
 
-/// The producer of alerts and dead letters: idempotent and acks=all (the configuration refuses
-/// overrides of both), lz4. The pass-through settings come last, so an operator can change the
-/// batching defaults.
+/// The producer of alerts, dead letters, the changelog and the snapshots: idempotent and
+/// acks=all (the configuration refuses overrides of both), lz4, `linger.ms` 0 (latency mode: an
+/// alert leaves at once; what queues while a request is in flight, a changelog flush, is still
+/// batched). The pass-through settings come last, so an operator can change the batching
+/// defaults (throughput mode: `linger.ms` 5 or more, see the README).
 pub fn producer(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "120000");
     pass_through(&mut c, cfg, Role::Producer);
@@ -286,6 +288,44 @@ pub type HelperConsumer = BaseConsumer<QuietContext>;
 /// Creates a helper consumer from `config`.
 pub fn helper_consumer(config: &ClientConfig) -> Result<HelperConsumer, KafkaError> {
     config.create_with_context(QuietContext)
+}
+
+/// Reads `topic`/`partition` from its beginning to its end (where the end stands when the read
+/// gets there) with a helper consumer, handing every message to `each`. Returns `Ok(false)`
+/// when `stop` was cancelled first; an error when nothing came for 30 s before the end (no
+/// leader yet, the broker away). Blocking. The changelog and the snapshot restores use it.
+pub fn read_to_end(
+    cfg: &Config,
+    topic: &str,
+    partition: i32,
+    stop: &tokio_util::sync::CancellationToken,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<bool, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let mut cc = warmup_consumer(cfg);
+    cc.set("enable.partition.eof", "true");
+    let consumer = helper_consumer(&cc)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let mut idle = std::time::Instant::now();
+    loop {
+        if stop.is_cancelled() {
+            return Ok(false);
+        }
+        match consumer.poll(std::time::Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle = std::time::Instant::now();
+                each(&m);
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(true),
+            Some(Err(e)) => return Err(e),
+            None if idle.elapsed() > std::time::Duration::from_secs(30) => {
+                return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+            }
+            None => {}
+        }
+    }
 }
 
 #[cfg(test)]

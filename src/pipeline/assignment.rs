@@ -650,15 +650,9 @@ fn replay_blocking(
     let consumer =
         crate::kafka_client::helper_consumer(&crate::kafka_client::warmup_consumer(&s.cfg))?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let since_ms = now_ms - s.cfg.state.warmup_secs.saturating_mul(1000) as i64;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(since_ms))?;
-    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
-    let by_time = match found.find_partition(topic, partition).map(|e| e.offset()) {
-        Some(Offset::Offset(o)) => o,
-        // No message since then.
-        _ => until,
-    };
+    // No message since `state.warmup_secs` ago: nothing to replay.
+    let by_time =
+        offset_since_warmup(&consumer, &s.cfg, topic, partition, now_ms)?.unwrap_or(until);
     // The changelog holds everything before its last marker.
     let by_time = match restored.and_then(|r| r.marker) {
         Some(m) => m,
@@ -669,66 +663,51 @@ fn replay_blocking(
         applied.fetch_max(until, Ordering::AcqRel);
         return Ok(0);
     }
-    let mut from = TopicPartitionList::new();
-    from.add_partition_offset(topic, partition, Offset::Offset(start))?;
-    consumer.assign(&from)?;
     let spec = s.engine.current().spec().clone();
     let mut n = 0u64;
-    let mut idle = 0;
-    loop {
-        if stop.is_cancelled() || s.token.is_cancelled() {
-            return Ok(n);
-        }
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                if m.offset() >= until {
-                    break;
-                }
-                if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
-                    let key = crate::state::key_of(&tx.account_id);
-                    let held = restored.is_some_and(|r| r.holds(key, m.offset()));
-                    // Under the changelog's lock: a flush sees the account with its offset.
-                    let mut dirty = changelog.map(|c| c.lock());
-                    match &s.merchants {
-                        // The merchant table applies the merchant side.
-                        Some(sync) => {
-                            if !held {
-                                crate::engine::observe_account_only(&s.engine.state, &tx);
-                            }
-                            if let Some(c) = clock {
-                                sync.warmed(c, m.offset(), tx.ts);
-                            }
+    let cancelled = read_until(
+        &consumer,
+        topic,
+        partition,
+        start,
+        until,
+        &[stop, &s.token],
+        |m| {
+            if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
+                let key = crate::state::key_of(&tx.account_id);
+                let held = restored.is_some_and(|r| r.holds(key, m.offset()));
+                // Under the changelog's lock: a flush sees the account with its offset.
+                let mut dirty = changelog.map(|c| c.lock());
+                match &s.merchants {
+                    // The merchant table applies the merchant side.
+                    Some(sync) => {
+                        if !held {
+                            crate::engine::observe_account_only(&s.engine.state, &tx);
                         }
-                        None => {
-                            crate::engine::observe_full(
-                                &s.engine.state,
-                                &tx,
-                                &spec,
-                                crate::engine::Merchants::Apply,
-                                !held,
-                            );
+                        if let Some(c) = clock {
+                            sync.warmed(c, m.offset(), tx.ts);
                         }
                     }
-                    if let Some(d) = dirty.as_mut() {
-                        d.touch(key, m.offset());
+                    None => {
+                        crate::engine::observe_full(
+                            &s.engine.state,
+                            &tx,
+                            &spec,
+                            crate::engine::Merchants::Apply,
+                            !held,
+                        );
                     }
-                    n += 1;
                 }
-                applied.fetch_max(m.offset() + 1, Ordering::AcqRel);
-                if m.offset() + 1 >= until {
-                    break;
+                if let Some(d) = dirty.as_mut() {
+                    d.touch(key, m.offset());
                 }
+                n += 1;
             }
-            Some(Err(e)) => return Err(e),
-            None => {
-                // The history ends before `until` (deleted by retention or compaction).
-                idle += 1;
-                if idle >= 20 {
-                    break;
-                }
-            }
-        }
+            applied.fetch_max(m.offset() + 1, Ordering::AcqRel);
+        },
+    )?;
+    if cancelled {
+        return Ok(n);
     }
     applied.fetch_max(until, Ordering::AcqRel);
     Ok(n)
@@ -748,53 +727,98 @@ pub(super) fn lookup_backfill_blocking(
     let consumer =
         crate::kafka_client::helper_consumer(&crate::kafka_client::warmup_consumer(&s.cfg))?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let since_ms = now_ms - s.cfg.state.warmup_secs.saturating_mul(1000) as i64;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(since_ms))?;
-    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
-    let start = match found.find_partition(topic, partition).map(|e| e.offset()) {
-        Some(Offset::Offset(o)) => o,
-        _ => return Ok(0),
+    let Some(start) = offset_since_warmup(&consumer, &s.cfg, topic, partition, now_ms)? else {
+        return Ok(0);
     };
     if start >= until {
         return Ok(0);
     }
+    let mut n = 0u64;
+    read_until(
+        &consumer,
+        topic,
+        partition,
+        start,
+        until,
+        &[stop, &s.token],
+        |m| {
+            if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
+                if !s.engine.state.too_far_ahead(tx.ts) {
+                    s.engine.state.remember_tx(
+                        crate::state::key_of(&tx.tx_id).max(1),
+                        crate::state::key_of(&tx.merchant_id),
+                        tx.ts.div_euclid(1000),
+                    );
+                    n += 1;
+                }
+            }
+        },
+    )?;
+    Ok(n)
+}
+
+/// The offset of `topic`/`partition`'s first message since `state.warmup_secs` before
+/// `now_ms` (by message timestamp); `None` when no message is that recent.
+fn offset_since_warmup(
+    consumer: &crate::kafka_client::HelperConsumer,
+    cfg: &crate::config::Config,
+    topic: &str,
+    partition: i32,
+    now_ms: i64,
+) -> Result<Option<i64>, rdkafka::error::KafkaError> {
+    let since_ms = now_ms - cfg.state.warmup_secs.saturating_mul(1000) as i64;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(since_ms))?;
+    let found = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+    Ok(
+        match found.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        },
+    )
+}
+
+/// Reads `topic`/`partition` from `start` up to `until` (exclusive) with `consumer`, handing
+/// every message to `each`. Ends early when the history ends before `until` (deleted by
+/// retention or compaction: 10 s without a message) or a token in `stop` is cancelled; returns
+/// whether it was cancelled.
+fn read_until(
+    consumer: &crate::kafka_client::HelperConsumer,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    until: i64,
+    stop: &[&CancellationToken],
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<bool, rdkafka::error::KafkaError> {
     let mut from = TopicPartitionList::new();
     from.add_partition_offset(topic, partition, Offset::Offset(start))?;
     consumer.assign(&from)?;
-    let mut n = 0u64;
     let mut idle = 0;
-    while !(stop.is_cancelled() || s.token.is_cancelled()) {
+    loop {
+        if stop.iter().any(|t| t.is_cancelled()) {
+            return Ok(true);
+        }
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 idle = 0;
                 if m.offset() >= until {
-                    break;
+                    return Ok(false);
                 }
-                if let Ok(tx) = decode(m.payload().unwrap_or_default(), &s.cfg.input, now_ms) {
-                    if !s.engine.state.too_far_ahead(tx.ts) {
-                        s.engine.state.remember_tx(
-                            crate::state::key_of(&tx.tx_id).max(1),
-                            crate::state::key_of(&tx.merchant_id),
-                            tx.ts.div_euclid(1000),
-                        );
-                        n += 1;
-                    }
-                }
+                each(&m);
                 if m.offset() + 1 >= until {
-                    break;
+                    return Ok(false);
                 }
             }
             Some(Err(e)) => return Err(e),
             None => {
                 idle += 1;
                 if idle >= 20 {
-                    break;
+                    return Ok(false);
                 }
             }
         }
     }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -19,12 +19,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -197,55 +195,32 @@ pub(super) fn restore_blocking(
 ) -> Result<Restored, KafkaError> {
     let started = Instant::now();
     let topic = cfg.changelog_topic();
-    let mut cc = crate::kafka_client::warmup_consumer(cfg);
-    cc.set("enable.partition.eof", "true");
-    let consumer = crate::kafka_client::helper_consumer(&cc)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
-    consumer.assign(&tpl)?;
     let mut r = Restored::default();
-    let mut idle = Instant::now();
-    loop {
-        if stop.is_cancelled() {
-            return Ok(r);
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                idle = Instant::now();
-                r.records += 1;
-                match codec::decode(m.key().unwrap_or_default(), m.payload()) {
-                    Ok(Record::Marker { through }) => r.marker = Some(through),
-                    Ok(Record::Account {
-                        key,
-                        through,
-                        state: Some(a),
-                    }) => {
-                        state.install_account(key, &a);
-                        r.through.insert(key, through);
-                        r.max_through = r.max_through.max(through);
-                    }
-                    Ok(Record::Account { key, .. }) => {
-                        state.remove_account(key);
-                        r.through.remove(&key);
-                    }
-                    Err(e) => {
-                        r.invalid += 1;
-                        tracing::warn!(topic = %topic, partition, offset = m.offset(), error = %e, "Changelog record skipped.");
-                    }
-                }
+    let complete = crate::kafka_client::read_to_end(cfg, &topic, partition, stop, |m| {
+        r.records += 1;
+        match codec::decode(m.key().unwrap_or_default(), m.payload()) {
+            Ok(Record::Marker { through }) => r.marker = Some(through),
+            Ok(Record::Account {
+                key,
+                through,
+                state: Some(a),
+            }) => {
+                state.install_account(key, &a);
+                r.through.insert(key, through);
+                r.max_through = r.max_through.max(through);
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(e),
-            None => {
-                // No leader yet, or the broker away: give up after a while (the warm-up then
-                // replays the history instead).
-                if idle.elapsed() > Duration::from_secs(30) {
-                    return Err(KafkaError::Global(
-                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                    ));
-                }
+            Ok(Record::Account { key, .. }) => {
+                state.remove_account(key);
+                r.through.remove(&key);
+            }
+            Err(e) => {
+                r.invalid += 1;
+                tracing::warn!(topic = %topic, partition, offset = m.offset(), error = %e, "Changelog record skipped.");
             }
         }
+    })?;
+    if !complete {
+        return Ok(r);
     }
     metrics.changelog_restored(r.records, r.invalid, started.elapsed().as_secs_f64());
     tracing::info!(

@@ -23,12 +23,10 @@
 //! the labels topic is applied again after a restore, as for the accounts.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -202,34 +200,14 @@ pub(crate) fn restore_blocking(
 ) -> Result<Option<Restored>, KafkaError> {
     let started = Instant::now();
     let topic = cfg.merchant_snapshot_topic();
-    let mut cc = crate::kafka_client::warmup_consumer(cfg);
-    cc.set("enable.partition.eof", "true");
-    let consumer = crate::kafka_client::helper_consumer(&cc)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
-    consumer.assign(&tpl)?;
     let mut slots = Slots::default();
-    let mut idle = Instant::now();
     let mut records = 0u64;
-    loop {
-        if token.is_cancelled() {
-            return Ok(None);
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                idle = Instant::now();
-                records += 1;
-                slots.add(m.key().unwrap_or_default(), m.payload());
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(e),
-            None if idle.elapsed() > Duration::from_secs(30) => {
-                return Err(KafkaError::Global(
-                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                ))
-            }
-            None => {}
-        }
+    let complete = crate::kafka_client::read_to_end(cfg, &topic, 0, token, |m| {
+        records += 1;
+        slots.add(m.key().unwrap_or_default(), m.payload());
+    })?;
+    if !complete {
+        return Ok(None);
     }
     let invalid = slots.invalid;
     let restored = slots.install(state);

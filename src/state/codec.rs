@@ -19,6 +19,7 @@
 //! in it: labels are applied again from the labels topic after a restore.
 
 use super::feedback::Feedback;
+use super::window::Count;
 use super::{AccountState, MerchantState, Windows};
 
 /// Version of the record format, the first byte of every value.
@@ -35,28 +36,37 @@ pub const ACCOUNT_RECORD_BYTES: usize =
 /// merchant table's snapshot (`pipeline::merchants`): newest and oldest event time (i64 ms),
 /// the three rings, the feedback's head and 64 daily counts.
 pub fn encode_merchant(m: &MerchantState, out: &mut Vec<u8>) {
-    out.extend_from_slice(&m.w.max_ts_ms.to_le_bytes());
-    out.extend_from_slice(&m.w.min_ts_ms.to_le_bytes());
-    m.w.fine.encode(out);
-    m.w.hour.encode(out);
-    m.w.day.encode(out);
+    encode_windows(&m.w, out);
     m.feedback.encode_txs(out);
 }
 
 /// Reads what [`encode_merchant`] wrote from the front of `b`.
 pub fn decode_merchant(b: &mut &[u8]) -> Option<MerchantState> {
+    Some(MerchantState {
+        w: decode_windows(b)?,
+        feedback: Feedback::decode_txs(b)?,
+    })
+}
+
+/// Appends an entity's windows: newest and oldest event time (i64 ms), then the three rings.
+fn encode_windows<C: Count, const SQ: usize>(w: &Windows<C, SQ>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&w.max_ts_ms.to_le_bytes());
+    out.extend_from_slice(&w.min_ts_ms.to_le_bytes());
+    w.fine.encode(out);
+    w.hour.encode(out);
+    w.day.encode(out);
+}
+
+/// Reads what [`encode_windows`] wrote from the front of `b`.
+fn decode_windows<C: Count, const SQ: usize>(b: &mut &[u8]) -> Option<Windows<C, SQ>> {
     let max_ts_ms = take_i64(b)?;
     let min_ts_ms = take_i64(b)?;
-    let w = Windows {
+    Some(Windows {
         fine: super::window::Ring::decode(b)?,
         hour: super::window::Ring::decode(b)?,
         day: super::window::Ring::decode(b)?,
         max_ts_ms,
         min_ts_ms,
-    };
-    Some(MerchantState {
-        w,
-        feedback: Feedback::decode_txs(b)?,
     })
 }
 
@@ -125,11 +135,7 @@ pub fn encode_account(a: &AccountState, through: i64, out: &mut Vec<u8>) {
     out.reserve(ACCOUNT_RECORD_BYTES);
     out.push(VERSION);
     out.extend_from_slice(&through.to_le_bytes());
-    out.extend_from_slice(&a.w.max_ts_ms.to_le_bytes());
-    out.extend_from_slice(&a.w.min_ts_ms.to_le_bytes());
-    a.w.fine.encode(out);
-    a.w.hour.encode(out);
-    a.w.day.encode(out);
+    encode_windows(&a.w, out);
     for m in &a.merchants {
         out.extend_from_slice(&m.to_le_bytes());
     }
@@ -168,17 +174,8 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Record, CodecError> {
     let mut b = version(v)?;
     let read = |b: &mut &[u8]| -> Option<(i64, AccountState)> {
         let through = take_i64(b)?;
-        let max_ts_ms = take_i64(b)?;
-        let min_ts_ms = take_i64(b)?;
-        let w = Windows {
-            fine: super::window::Ring::decode(b)?,
-            hour: super::window::Ring::decode(b)?,
-            day: super::window::Ring::decode(b)?,
-            max_ts_ms,
-            min_ts_ms,
-        };
         let mut a = AccountState {
-            w,
+            w: decode_windows(b)?,
             ..AccountState::default()
         };
         for m in a.merchants.iter_mut() {
