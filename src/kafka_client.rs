@@ -257,7 +257,8 @@ pub fn admin(cfg: &Config) -> ClientConfig {
 /// True for the end-of-partition notice (`enable.partition.eof`), which librdkafka also hands
 /// to the client's error callback as a "global error" (rust-rdkafka #820): not an error.
 pub fn is_partition_eof(error: &KafkaError) -> bool {
-    error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+    matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
 }
 
 /// The context of the assigned helper consumers (merchant feed, warm-up, changelog and snapshot
@@ -332,6 +333,18 @@ pub fn read_to_end(
 mod tests {
     use super::*;
     use crate::config::PassThrough;
+
+    #[test]
+    fn end_of_partition_is_not_a_client_error() {
+        // How librdkafka's error callback hands it over (rust-rdkafka #820), and how poll does.
+        assert!(is_partition_eof(&KafkaError::Global(
+            RDKafkaErrorCode::PartitionEOF
+        )));
+        assert!(is_partition_eof(&KafkaError::PartitionEOF(3)));
+        assert!(!is_partition_eof(&KafkaError::Global(
+            RDKafkaErrorCode::AllBrokersDown
+        )));
+    }
 
     fn cfg_with(settings: &[(&str, &str)]) -> Config {
         let mut c = crate::config::defaults();
