@@ -20,6 +20,8 @@
 #   BENCH_SECONDS     seconds of sending per rate (default 20), after
 #   BENCH_WARMUP      seconds of warm-up at the same rate, read back but not counted (default 3:
 #                     the producer's first connection, the reader's first fetch, the first events)
+#   BENCH_SENDER_LINGER_MS  linger.ms of the latency runs' sending producer (default 0: every
+#                     transaction sent alone; a payment service's producer often batches 1-5 ms)
 #   BENCH_THRESHOLD   model.threshold of the latency runs (default 0)
 #   BENCH_PERF=1      `perf record -g` the worker during each run; top entries printed, data in
 #                     target/bench_e2e/perf-*.data
@@ -206,7 +208,7 @@ if [[ "${BENCH_SKIP_LATENCY:-0}" != 1 ]]; then
         "$BENCH" --brokers "$BROKERS" load --file "$FILE" --lines 0 --topic "$LT-echo" --partitions 4 >/dev/null
         la="$(load_avg)"
         r="$("$BENCH" --brokers "$BROKERS" latency --file "$FILE" --skip "$skip" --topic "$LT-echo" \
-            --alerts "$LT-echo" --rate "$rate" --seconds "$SECONDS_PER_RATE" --warmup-s "$WARMUP")"
+            --alerts "$LT-echo" --rate "$rate" --seconds "$SECONDS_PER_RATE" --warmup-s "$WARMUP" --linger-ms "${BENCH_SENDER_LINGER_MS:-0}")"
         la2="$(load_avg)"
         log "broker alone: $r"
         row "produce -> consume, broker alone (no worker), $rate/s" \
@@ -223,7 +225,7 @@ if [[ "${BENCH_SKIP_LATENCY:-0}" != 1 ]]; then
         cpu0="$(metric process_cpu_seconds_total)"
         perf_start "lat-$rate"
         r="$("$BENCH" --brokers "$BROKERS" latency --file "$FILE" --skip "$skip" --topic "$LT" \
-            --alerts "$LT-alerts" --rate "$rate" --seconds "$SECONDS_PER_RATE" --warmup-s "$WARMUP")"
+            --alerts "$LT-alerts" --rate "$rate" --seconds "$SECONDS_PER_RATE" --warmup-s "$WARMUP" --linger-ms "${BENCH_SENDER_LINGER_MS:-0}")"
         la2="$(load_avg)"
         cpu="$(awk -v a="$cpu0" -v b="$(metric process_cpu_seconds_total)" -v s="$((SECONDS_PER_RATE + WARMUP))" 'BEGIN { printf "%.2f", (b - a) / s }')"
         log "$r worker_cpu_cores=$cpu"
