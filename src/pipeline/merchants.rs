@@ -57,14 +57,6 @@ pub(super) struct TaskClock {
     next_ts: AtomicI64,
     /// Offset of the transaction it decides next: the earlier ones are decided or warmed up.
     next_offset: AtomicI64,
-    /// Exactly-once: the offset after the last settled decision (its offset goes into the
-    /// open transaction), or warmed up. The merchant table takes a transaction of this
-    /// partition only below it, so a snapshot (written by the commit cycle with every decision
-    /// settled) never holds a transaction whose offset its transaction does not commit: a
-    /// worker restarted after kill -9 decides those again on windows without them.
-    settled: AtomicI64,
-    /// Whether the table waits for `settled` (exactly-once) or `next_offset`.
-    on_settle: bool,
     /// Messages routed to the task and not decided yet.
     pending: AtomicI64,
     /// The group consumer has read the partition to its end.
@@ -76,13 +68,11 @@ pub(super) struct TaskClock {
 }
 
 impl TaskClock {
-    fn new(partition: i32, at_end: bool, on_settle: bool) -> TaskClock {
+    fn new(partition: i32, at_end: bool) -> TaskClock {
         TaskClock {
             partition,
             next_ts: AtomicI64::new(i64::MIN),
             next_offset: AtomicI64::new(-1),
-            settled: AtomicI64::new(-1),
-            on_settle,
             pending: AtomicI64::new(0),
             at_end: AtomicBool::new(at_end),
             waiting_for: AtomicI64::new(i64::MAX),
@@ -99,12 +89,7 @@ impl TaskClock {
     /// Whether the feed may apply a transaction of `partition` at `offset`, `ts`.
     fn allows(&self, partition: i32, offset: i64, ts: i64) -> bool {
         if self.partition == partition {
-            let through = if self.on_settle {
-                &self.settled
-            } else {
-                &self.next_offset
-            };
-            return through.load(Ordering::Acquire) > offset;
+            return self.next_offset.load(Ordering::Acquire) > offset;
         }
         let idle = self.at_end.load(Ordering::Acquire) && self.pending.load(Ordering::Acquire) <= 0;
         idle || self.next_ts.load(Ordering::Acquire) >= ts
@@ -163,8 +148,6 @@ pub(crate) struct MerchantSync {
     /// next transaction may be earlier than the others') before it merges without it
     /// (`state.merchant_partition_idle_ms`).
     partition_idle: Duration,
-    /// Exactly-once: a partition's transaction is applied once its decision is settled.
-    on_settle: bool,
     metrics: MerchantTableMetrics,
 }
 
@@ -173,7 +156,6 @@ impl MerchantSync {
         engine: Arc<Engine>,
         max_wait: Duration,
         partition_idle: Duration,
-        on_settle: bool,
         metrics: MerchantTableMetrics,
     ) -> MerchantSync {
         MerchantSync {
@@ -184,7 +166,6 @@ impl MerchantSync {
             engine,
             max_wait,
             partition_idle,
-            on_settle,
             metrics,
         }
     }
@@ -195,10 +176,7 @@ impl MerchantSync {
         let at_end = clocks
             .get(&partition)
             .is_some_and(|c| c.at_end.load(Ordering::Acquire));
-        clocks.insert(
-            partition,
-            Arc::new(TaskClock::new(partition, at_end, self.on_settle)),
-        );
+        clocks.insert(partition, Arc::new(TaskClock::new(partition, at_end)));
     }
 
     /// The group's assignment is known (possibly empty).
@@ -270,7 +248,6 @@ impl MerchantSync {
     pub(super) fn warmed(&self, clock: &TaskClock, offset: i64, ts: i64) {
         clock.next_ts.fetch_max(ts, Ordering::AcqRel);
         clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
-        clock.settled.fetch_max(offset + 1, Ordering::AcqRel);
         if offset % 256 == 0 {
             self.advance();
         }
@@ -324,23 +301,11 @@ impl MerchantSync {
         self.metrics.wait.observe(started.elapsed().as_secs_f64());
     }
 
-    /// The task decided its transaction at `offset`: the merchant windows may take it (at
-    /// once at-least-once; exactly-once once it is [`MerchantSync::settled`]).
+    /// The task decided its transaction at `offset`: the merchant windows may take it.
     pub(super) fn decided(&self, clock: &TaskClock, offset: i64) {
         clock.next_offset.fetch_max(offset + 1, Ordering::AcqRel);
         clock.pending.fetch_sub(1, Ordering::AcqRel);
-        if !clock.on_settle {
-            self.advance();
-        }
-    }
-
-    /// Exactly-once: the decision at `offset` is settled (its offset is in the open
-    /// transaction): the merchant windows may take its transaction.
-    pub(super) fn settled(&self, clock: &TaskClock, offset: i64) {
-        if clock.on_settle {
-            clock.settled.fetch_max(offset + 1, Ordering::AcqRel);
-            self.advance();
-        }
+        self.advance();
     }
 
     /// Applies, in event-time order, every buffered transaction that every task of this worker

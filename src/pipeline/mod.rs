@@ -157,7 +157,6 @@ pub async fn run(
             engine.clone(),
             Duration::from_millis(cfg.state.merchant_sync_max_wait_ms),
             Duration::from_millis(cfg.state.merchant_partition_idle_ms),
-            exactly_once,
             crate::metrics::MerchantTableMetrics::new(&metrics.registry)?,
         ))),
         crate::config::MerchantScope::Partition => None,

@@ -146,7 +146,7 @@ impl PartitionTask {
                                 self.warm_up(o).await;
                             }
                         }
-                        if let (Some(_), Some(sync), Some(c)) =
+                        if let (Some(g), Some(sync), Some(c)) =
                             (&gate, &s.merchants, &self.clock)
                         {
                             // Wait for the merchant table, but never hold the gate against a
@@ -154,21 +154,27 @@ impl PartitionTask {
                             // gate, which a commit closes until every holder lets go (a wait
                             // only `state.merchant_sync_max_wait_ms` ended: measured 108
                             // timeouts in 20 s at 2 k/s, the worker minutes behind). A task
-                            // that must wait first settles its in-flight sends and lets go.
+                            // holding the gate for its in-flight sends keeps it while no commit
+                            // asks; when one does, it settles them and lets go.
                             let now_ms = chrono::Utc::now().timestamp_millis();
                             let payload = q.msg.payload().unwrap_or_default();
                             if let Ok(tx) = decode(payload, &s.cfg.input, now_ms) {
                                 let (offset, stop) = (q.msg.offset(), &self.handle.stop);
                                 if entered.is_some() && !sync.ready(tx.ts) {
-                                    // The merchant table takes this partition's transactions
-                                    // only once their decisions are settled
-                                    // (`MerchantSync::settled`), and another task may wait
-                                    // for one of them: settle what is in flight (giving the
-                                    // gate back) before waiting.
-                                    while let Some(done) = inflight.next().await {
-                                        self.settle(done)?;
+                                    let asked = g.commit_asked();
+                                    tokio::pin!(asked);
+                                    asked.as_mut().enable();
+                                    let give_back = g.requested() || tokio::select! {
+                                        biased;
+                                        _ = sync.wait_for(c, offset, tx.ts, stop) => false,
+                                        _ = &mut asked => true,
+                                    };
+                                    if give_back {
+                                        while let Some(done) = inflight.next().await {
+                                            self.settle(done)?;
+                                        }
+                                        entered = None;
                                     }
-                                    entered = None;
                                 }
                                 if entered.is_none() {
                                     sync.wait_for(c, offset, tx.ts, stop).await;
@@ -521,9 +527,6 @@ impl PartitionTask {
         if s.txn.is_some() {
             // Exactly-once: the commit cycle sends it with the transaction.
             self.handle.stored.fetch_max(offset + 1, Ordering::AcqRel);
-            if let (Some(sync), Some(c)) = (&s.merchants, &self.clock) {
-                sync.settled(c, offset);
-            }
             s.metrics
                 .processing
                 .observe(started.elapsed().as_secs_f64());

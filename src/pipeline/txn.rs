@@ -50,12 +50,20 @@ pub(crate) struct Gate {
     failed: AtomicBool,
     /// An abort's rewind is on its way to the poll loop, holding the write side.
     rewinding: AtomicBool,
+    /// Woken when a commit asks for the write side.
+    asked: tokio::sync::Notify,
 }
 
 impl Gate {
     /// True while a commit waits: a task holding a guard takes no new message.
     pub(super) fn requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a commit asks for the write side after this call (check
+    /// [`Gate::requested`] after enabling it, for one asked before).
+    pub(super) fn commit_asked(&self) -> tokio::sync::futures::Notified<'_> {
+        self.asked.notified()
     }
 
     /// The right to send into the open transaction; waits while a commit or a rewind runs.
@@ -237,6 +245,7 @@ impl Committer {
             return Ok(false);
         }
         self.gate.requested.store(true, Ordering::Release);
+        self.gate.asked.notify_waiters();
         let guard = self.gate.rw.clone().write_owned().await;
         self.gate.requested.store(false, Ordering::Release);
         let expired = expired.is_some_and(|e| e.load(Ordering::Acquire));
