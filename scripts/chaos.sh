@@ -7,7 +7,8 @@
 #
 #   kill9      the worker killed with -9 10 times during a 4-partition stream (200 k events at
 #              2 k/s), exactly-once (asserted: 0 lost, 0 duplicates), then at-least-once
-#              (asserted: 0 lost; its duplicates printed)
+#              (asserted: 0 lost; its duplicates printed), then the same stream with no kill
+#              (the live baseline of the printed score differences)
 #   rebalance  1 -> 2 -> 1 workers while 40 k events flow, exactly-once: 0 lost, 0 duplicates
 #   broker     the broker killed with -9 for 20 s (a broker of its own on other ports), exactly-
 #              once: 0 lost, 0 duplicates, /readyz not ready during the outage
@@ -72,6 +73,10 @@ kill9() {
     run kill9-at-least-once suite::chaos::exactly_once_kill9_loop_loses_and_duplicates_nothing \
         FRAUD_CHAOS_DELIVERY=at_least_once FRAUD_CHAOS_EVENTS=200000 FRAUD_CHAOS_KILLS=10 \
         FRAUD_CHAOS_RATE=2000
+    # The same stream with the worker running through it and no kill: the score differences a
+    # live stream has without any fault, to tell the kills' own from them.
+    run kill9-baseline-no-kill suite::chaos::exactly_once_kill9_loop_loses_and_duplicates_nothing \
+        FRAUD_CHAOS_EVENTS=200000 FRAUD_CHAOS_KILLS=0 FRAUD_CHAOS_RATE=2000
 }
 rebalance() {
     run rebalance suite::chaos::exactly_once_rebalance_1_2_1_loses_and_duplicates_nothing \

@@ -160,7 +160,7 @@ impl PartitionTask {
                             let payload = q.msg.payload().unwrap_or_default();
                             if let Ok(tx) = decode(payload, &s.cfg.input, now_ms) {
                                 let (offset, stop) = (q.msg.offset(), &self.handle.stop);
-                                if entered.is_some() && !sync.ready(tx.ts) {
+                                if entered.is_some() && !sync.ready(c, offset, tx.ts) {
                                     let asked = g.commit_asked();
                                     tokio::pin!(asked);
                                     asked.as_mut().enable();

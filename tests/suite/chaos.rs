@@ -140,8 +140,10 @@ fn count_alerts(cfg: &Config, expected: &HashSet<String>) -> Count {
 
 /// The alerts (every event alerts) whose score differs from a fault-free `score` over the
 /// same `events` (`score` writes six decimals): the state the restarts rebuilt, compared
-/// event by event. Printed, not asserted: the live merge of the merchant windows may decide an
-/// event before a slower partition's earlier events (past its 200 ms idle wait) in any run.
+/// event by event. Printed, not asserted: a live stream gives a few differences without any
+/// fault (`FRAUD_CHAOS_KILLS=0`: 83 of 200,000 at 2,000/s), where one produce request's
+/// partitions reach the broker's log, and so the readers, in another order than their event
+/// times (see the README's limitations).
 fn scores_differing(cfg: &Config, prefix: &str, events: usize) -> (usize, usize) {
     let dir = std::env::temp_dir().join(unique("chaos-scores"));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -390,6 +392,10 @@ async fn kill9_loop(delivery: Delivery, events: usize, kills: usize, rate: usize
     };
     let cfg = chaos_config(name, delivery);
     create_topics(&cfg).await;
+    // No kills: the fault-free baseline, with the worker running through the stream as it
+    // does in the kill loop (live, not a catch-up after the stream), so the score differences
+    // of the runs with kills can be told from those a live stream has anyway.
+    let live = (kills == 0).then(|| Proc::start(&cfg, Some("chaos-0")));
     let (producing, expected) = stream(&cfg.topics.transactions, "k", events, rate);
     for k in 0..kills {
         let mut w = Proc::start(&cfg, Some("chaos-0"));
@@ -420,7 +426,7 @@ async fn kill9_loop(delivery: Delivery, events: usize, kills: usize, rate: usize
         w.kill9();
     }
     producing.await.expect("producer");
-    let w = Proc::start(&cfg, Some("chaos-0"));
+    let w = live.unwrap_or_else(|| Proc::start(&cfg, Some("chaos-0")));
     wait_committed(&cfg, events, Duration::from_secs(180)).await;
     w.stop();
     let cfg2 = cfg.clone();
