@@ -182,6 +182,7 @@ struct RawState {
     merchant_scope: String,
     merchant_sync_max_wait_ms: i64,
     merchant_partition_idle_ms: i64,
+    merchant_live_grace_ms: i64,
     changelog: bool,
     changelog_flush_ms: i64,
     merchant_snapshot_secs: i64,
@@ -427,6 +428,10 @@ pub struct StateConfig {
     /// How long the merchant table waits for a partition that has nothing buffered and is not
     /// at its end before it merges the others without it, in ms (global scope).
     pub merchant_partition_idle_ms: u64,
+    /// How long a decision waits for every partition that looks read to its end to show a
+    /// transaction at or after its own time before it trusts the end, in ms (global scope; 0:
+    /// trusts it at once).
+    pub merchant_live_grace_ms: u64,
     /// Write changed accounts to `topics.changelog` and restore from it on assignment.
     pub changelog: bool,
     /// How often a partition's changed accounts are written, in ms (at-least-once; in
@@ -468,6 +473,7 @@ impl Default for StateConfig {
             merchant_scope: MerchantScope::Global,
             merchant_sync_max_wait_ms: 2_000,
             merchant_partition_idle_ms: 200,
+            merchant_live_grace_ms: 0,
             changelog: true,
             changelog_flush_ms: 1_000,
             merchant_snapshot_secs: 60,
@@ -571,6 +577,7 @@ impl Config {
             "merchant_partition_idle_ms = {}",
             st.merchant_partition_idle_ms
         );
+        let _ = writeln!(o, "merchant_live_grace_ms = {}", st.merchant_live_grace_ms);
         let _ = writeln!(o, "changelog = {}", st.changelog);
         let _ = writeln!(o, "changelog_flush_ms = {}", st.changelog_flush_ms);
         let _ = writeln!(o, "merchant_snapshot_secs = {}", st.merchant_snapshot_secs);
@@ -1208,6 +1215,12 @@ impl TryFrom<RawConfig> for Config {
                 s.merchant_partition_idle_ms
             ));
         }
+        if !(0..=60_000).contains(&s.merchant_live_grace_ms) {
+            p.push(format!(
+                "state.merchant_live_grace_ms: must be in 0..=60000, got {}",
+                s.merchant_live_grace_ms
+            ));
+        }
         if !(0..=86_400).contains(&s.merchant_snapshot_secs) {
             p.push(format!(
                 "state.merchant_snapshot_secs: must be in 0..=86400, got {}",
@@ -1309,6 +1322,7 @@ impl TryFrom<RawConfig> for Config {
                     merchant_scope,
                     merchant_sync_max_wait_ms: s.merchant_sync_max_wait_ms.max(0) as u64,
                     merchant_partition_idle_ms: s.merchant_partition_idle_ms.max(0) as u64,
+                    merchant_live_grace_ms: s.merchant_live_grace_ms.max(0) as u64,
                     changelog: s.changelog,
                     changelog_flush_ms: s.changelog_flush_ms.max(0) as u64,
                     merchant_snapshot_secs: s.merchant_snapshot_secs.max(0) as u64,

@@ -367,3 +367,31 @@ fn delivery_mode_from_env_and_misspelt_values() {
         Ok(())
     });
 }
+
+#[test]
+fn merchant_live_grace_is_checked_and_read_from_env() {
+    Jail::expect_with(|jail| {
+        assert_eq!(
+            load_in_jail(None)
+                .expect("defaults")
+                .state
+                .merchant_live_grace_ms,
+            0
+        );
+        jail.set_env("FRAUD__STATE__MERCHANT_LIVE_GRACE_MS", "5");
+        assert_eq!(
+            load_in_jail(None)
+                .expect("valid")
+                .state
+                .merchant_live_grace_ms,
+            5
+        );
+        jail.set_env("FRAUD__STATE__MERCHANT_LIVE_GRACE_MS", "-1");
+        let e = load_in_jail(None).expect_err("negative");
+        assert_eq!(
+            e.problems,
+            vec!["state.merchant_live_grace_ms: must be in 0..=60000, got -1".to_string()]
+        );
+        Ok(())
+    });
+}

@@ -120,6 +120,8 @@ struct Part {
     next: i64,
     /// Offset after the last message the feed has read (transaction or not).
     read_next: i64,
+    /// Newest event time the feed has read (`i64::MIN` before any).
+    read_ts: i64,
     /// Since when the partition has had nothing buffered without being at its end.
     empty_since: Option<Instant>,
 }
@@ -145,6 +147,9 @@ pub(crate) struct MerchantSync {
     /// Every transaction of every partition before this event time is applied (`i64::MAX`:
     /// every partition read to its end).
     low: AtomicI64,
+    /// The oldest of the partitions' newest event times read by the feed
+    /// (`state.merchant_live_grace_ms`).
+    read_low: AtomicI64,
     /// The group's first assignment has been received (before it, nothing is applied: where
     /// the tasks will start is not known yet).
     joined: AtomicBool,
@@ -154,6 +159,9 @@ pub(crate) struct MerchantSync {
     /// next transaction may be earlier than the others') before it merges without it
     /// (`state.merchant_partition_idle_ms`).
     partition_idle: Duration,
+    /// How long a decision waits for every partition to show a transaction at or after its
+    /// time before it trusts a partition's end (`state.merchant_live_grace_ms`).
+    grace: Duration,
     metrics: MerchantTableMetrics,
 }
 
@@ -162,16 +170,19 @@ impl MerchantSync {
         engine: Arc<Engine>,
         max_wait: Duration,
         partition_idle: Duration,
+        grace: Duration,
         metrics: MerchantTableMetrics,
     ) -> MerchantSync {
         MerchantSync {
             clocks: Mutex::default(),
             parts: Mutex::default(),
             low: AtomicI64::new(i64::MIN),
+            read_low: AtomicI64::new(i64::MIN),
             joined: AtomicBool::new(false),
             engine,
             max_wait,
             partition_idle,
+            grace,
             metrics,
         }
     }
@@ -274,8 +285,19 @@ impl MerchantSync {
     /// transaction it holds every transaction written to another partition before it, and the
     /// low watermark waits for those. Measured without it: 130 of 200,000 live decisions
     /// differed from `score`'s over the same stream.
+    ///
+    /// With `state.merchant_live_grace_ms`, also: every partition has shown the feed a
+    /// transaction at `ts` or later (one read to its end may still get an earlier one: a
+    /// produce request's partitions are appended one after another).
     pub(super) fn ready(&self, clock: &TaskClock, offset: i64, ts: i64) -> bool {
-        clock.feed_read.load(Ordering::Acquire) > offset && self.low.load(Ordering::Acquire) >= ts
+        self.ready_with(clock, offset, ts, self.grace.is_zero())
+    }
+
+    /// [`MerchantSync::ready`]; `graced`: the grace is over (partitions' ends are trusted).
+    fn ready_with(&self, clock: &TaskClock, offset: i64, ts: i64, graced: bool) -> bool {
+        clock.feed_read.load(Ordering::Acquire) > offset
+            && self.low.load(Ordering::Acquire) >= ts
+            && (graced || self.read_low.load(Ordering::Acquire) >= ts)
     }
 
     /// Waits until the merchant windows hold every transaction before `ts` (the task is about
@@ -301,16 +323,19 @@ impl MerchantSync {
         }
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.max_wait;
+        let grace_until = tokio::time::Instant::now() + self.grace;
+        let mut graced = self.grace.is_zero();
         clock.waiting_for.store(ts, Ordering::Release);
         loop {
             let woken = clock.wake.notified();
-            if self.ready(clock, offset, ts) {
+            if self.ready_with(clock, offset, ts, graced) {
                 break;
             }
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = woken => {}
+                _ = tokio::time::sleep_until(grace_until), if !graced => graced = true,
                 _ = tokio::time::sleep_until(deadline) => {
                     self.metrics.timeouts.inc();
                     break;
@@ -566,6 +591,7 @@ pub(super) fn feed(
                     last_ts,
                     next,
                     read_next: next,
+                    read_ts: last_ts,
                     empty_since: Some(Instant::now()),
                 },
             );
@@ -617,10 +643,13 @@ pub(super) fn feed(
                     part.empty_since = None;
                     part.read_next = part.read_next.max(offset + 1);
                     if let Some(e) = entry {
+                        part.read_ts = part.read_ts.max(e.ts);
                         part.buf.push_back(e);
                     }
                 }
             }
+            let read_low = parts.values().map(|p| p.read_ts).min().unwrap_or(i64::MIN);
+            sync.read_low.store(read_low, Ordering::Release);
             for c in lock(&sync.clocks).values() {
                 if let Some(part) = parts.get(&c.partition) {
                     c.feed_read.fetch_max(part.read_next, Ordering::AcqRel);

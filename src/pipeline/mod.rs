@@ -157,6 +157,7 @@ pub async fn run(
             engine.clone(),
             Duration::from_millis(cfg.state.merchant_sync_max_wait_ms),
             Duration::from_millis(cfg.state.merchant_partition_idle_ms),
+            Duration::from_millis(cfg.state.merchant_live_grace_ms),
             crate::metrics::MerchantTableMetrics::new(&metrics.registry)?,
         ))),
         crate::config::MerchantScope::Partition => None,
