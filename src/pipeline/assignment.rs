@@ -254,6 +254,9 @@ pub(super) struct Router {
     budget: Arc<Semaphore>,
     budget_bytes: usize,
     slots: HashMap<Key, Slot>,
+    /// The key of the message being routed, kept to look slots up without an allocation per
+    /// message.
+    scratch: Key,
     applied: HashMap<Key, Arc<AtomicI64>>,
     /// Every task, to collect how it ended.
     pub(super) tasks: JoinSet<TaskEnd>,
@@ -268,6 +271,7 @@ impl Router {
             shared,
             rebalancer,
             slots: HashMap::new(),
+            scratch: (String::new(), 0),
             applied: HashMap::new(),
             tasks: JoinSet::new(),
         }
@@ -426,8 +430,16 @@ impl Router {
 
     /// Hands a message to its partition's task, or holds it and pauses the partition.
     pub(super) fn route(&mut self, m: BorrowedMessage<'_>) {
-        let key = (m.topic().to_string(), m.partition());
-        let Some(slot) = self.slots.get_mut(&key) else {
+        let mut key = std::mem::take(&mut self.scratch);
+        key.0.clear();
+        key.0.push_str(m.topic());
+        key.1 = m.partition();
+        self.route_keyed(&key, m);
+        self.scratch = key;
+    }
+
+    fn route_keyed(&mut self, key: &Key, m: BorrowedMessage<'_>) {
+        let Some(slot) = self.slots.get_mut(key) else {
             tracing::debug!(
                 partition = key.1,
                 offset = m.offset(),
@@ -450,7 +462,7 @@ impl Router {
         if let Err(m) = enqueue(slot, m, &self.budget, self.budget_bytes) {
             slot.pending.push_back(m);
             slot.paused = true;
-            self.set_paused(&key, true);
+            self.set_paused(key, true);
         }
     }
 
