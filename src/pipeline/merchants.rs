@@ -195,9 +195,9 @@ impl MerchantSync {
             .get(&partition)
             .is_some_and(|c| c.at_end.load(Ordering::Acquire));
         let clock = TaskClock::new(partition, at_end);
-        if let Some(part) = parts.get(&partition) {
-            clock.feed_read.store(part.read_next, Ordering::Release);
-        }
+        clock
+            .feed_read
+            .store(feed_read_of(&parts, partition), Ordering::Release);
         clocks.insert(partition, Arc::new(clock));
     }
 
@@ -420,6 +420,17 @@ impl MerchantSync {
         if shown != i64::MIN && shown != i64::MAX {
             self.metrics.watermark.set(shown as f64 / 1000.0);
         }
+    }
+}
+
+/// Where the feed has read `partition` to, for its task's clock: `-1` before the feed started,
+/// `i64::MAX` for a partition it does not read (one added to the topic after it started: its
+/// decisions do not wait for the feed).
+fn feed_read_of(parts: &HashMap<i32, Part>, partition: i32) -> i64 {
+    match parts.get(&partition) {
+        Some(part) => part.read_next,
+        None if parts.is_empty() => -1,
+        None => i64::MAX,
     }
 }
 
@@ -651,9 +662,8 @@ pub(super) fn feed(
             let read_low = parts.values().map(|p| p.read_ts).min().unwrap_or(i64::MIN);
             sync.read_low.store(read_low, Ordering::Release);
             for c in lock(&sync.clocks).values() {
-                if let Some(part) = parts.get(&c.partition) {
-                    c.feed_read.fetch_max(part.read_next, Ordering::AcqRel);
-                }
+                c.feed_read
+                    .fetch_max(feed_read_of(&parts, c.partition), Ordering::AcqRel);
             }
             for p in eof.drain(..) {
                 if let Some(part) = parts.get_mut(&p) {
@@ -711,5 +721,35 @@ fn set_paused(
     };
     if let Err(e) = r {
         tracing::debug!(partition, pause, error = %e, "Merchant table: pause/resume failed.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(read_next: i64) -> Part {
+        Part {
+            buf: VecDeque::new(),
+            at_end: false,
+            paused: false,
+            last_ts: i64::MIN,
+            next: 0,
+            read_next,
+            read_ts: i64::MIN,
+            empty_since: None,
+        }
+    }
+
+    /// A decision waits for the feed's copy of its transaction only where the feed reads the
+    /// partition: before the feed starts it waits (the watermark is not known either), for a
+    /// partition the feed does not read (added to the topic later) it does not.
+    #[test]
+    fn feed_read_of_a_partition() {
+        let mut parts = HashMap::new();
+        assert_eq!(feed_read_of(&parts, 0), -1);
+        parts.insert(0, part(42));
+        assert_eq!(feed_read_of(&parts, 0), 42);
+        assert_eq!(feed_read_of(&parts, 7), i64::MAX);
     }
 }
