@@ -64,7 +64,8 @@ pub(super) struct TaskClock {
     at_end: AtomicBool,
     /// The event time the task waits for the merchant windows to reach (`i64::MAX`: none).
     waiting_for: AtomicI64,
-    /// Offset after the last message of the partition the feed has read (`-1`: not known).
+    /// Offset after the last message of the partition the feed has read (`-1`: the feed has
+    /// not started; `i64::MAX`: it does not read the partition), see [`feed_read_of`].
     feed_read: AtomicI64,
     /// Woken when `waiting_for` is reached.
     wake: Notify,
@@ -659,8 +660,10 @@ pub(super) fn feed(
                     }
                 }
             }
-            let read_low = parts.values().map(|p| p.read_ts).min().unwrap_or(i64::MIN);
-            sync.read_low.store(read_low, Ordering::Release);
+            if !sync.grace.is_zero() {
+                let read_low = parts.values().map(|p| p.read_ts).min().unwrap_or(i64::MIN);
+                sync.read_low.store(read_low, Ordering::Release);
+            }
             for c in lock(&sync.clocks).values() {
                 c.feed_read
                     .fetch_max(feed_read_of(&parts, c.partition), Ordering::AcqRel);
